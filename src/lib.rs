@@ -1,0 +1,12 @@
+//! flux-recv: a small, hardened webhook receiver that turns git and image pushes into Flux
+//! daemon notifications. `main.rs` wires flags to these modules; tests use them directly.
+#![forbid(unsafe_code)]
+
+pub mod change;
+pub mod config;
+pub mod error;
+pub mod fluxd;
+pub mod log;
+pub mod server;
+pub mod signature;
+pub mod sources;

@@ -1,0 +1,155 @@
+//! Log lines on stderr in logfmt (`ts=… level=… msg=… key=value`), one write per line so lines
+//! from different threads never interleave. Nothing here knows about keys: callers pass only
+//! what may be shown (source, an 8-hex digest prefix, outcomes), never a key, MAC or full digest.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// Writes one line: `ts=… level=… msg=…` followed by `fields` in order.
+pub fn emit(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+    let line = format_line(&now_rfc3339(), level, msg, fields);
+    // A closed stderr must not take the server down.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+pub fn info(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+    emit(Level::Info, msg, fields);
+}
+
+pub fn warn(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+    emit(Level::Warn, msg, fields);
+}
+
+pub fn error(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+    emit(Level::Error, msg, fields);
+}
+
+fn format_line(
+    ts: &str,
+    level: Level,
+    msg: &str,
+    fields: &[(&str, &dyn std::fmt::Display)],
+) -> String {
+    let mut line = String::with_capacity(160);
+    let _ = write!(line, "ts={ts} level={} msg=", level.as_str());
+    push_value(&mut line, msg);
+    for (key, value) in fields {
+        line.push(' ');
+        line.push_str(key);
+        line.push('=');
+        push_value(&mut line, &value.to_string());
+    }
+    line.push('\n');
+    line
+}
+
+/// A logfmt value: bare when it is plain, otherwise quoted with `"`, `\` and control characters
+/// escaped, so a sender-chosen string cannot forge a field or a line.
+fn push_value(line: &mut String, value: &str) {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
+    if plain {
+        line.push_str(value);
+        return;
+    }
+    line.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(line, "\\u{{{:x}}}", c as u32);
+            }
+            c => line.push(c),
+        }
+    }
+    line.push('"');
+}
+
+/// Now as `2026-11-30T04:28:10.123Z`.
+pub fn now_rfc3339() -> String {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(since.as_secs(), since.subsec_millis())
+}
+
+fn rfc3339(secs: u64, millis: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(1_796_013_690, 123), "2026-11-30T04:41:30.123Z");
+    }
+
+    #[test]
+    fn values_are_quoted_and_escaped_when_needed() {
+        let line = format_line(
+            "T",
+            Level::Warn,
+            "request",
+            &[
+                ("source", &"GitHub"),
+                ("detail", &"a \"b\"\nc=d"),
+                ("empty", &""),
+                ("status", &401),
+            ],
+        );
+        assert_eq!(
+            line,
+            "ts=T level=warn msg=request source=GitHub detail=\"a \\\"b\\\"\\nc=d\" empty=\"\" status=401\n"
+        );
+    }
+}

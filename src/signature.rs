@@ -1,0 +1,264 @@
+//! Authenticity checks: HMAC signatures over the raw body and constant-time token compares.
+//!
+//! Every comparison of a secret or of a value derived from one goes through [`constant_time_eq`]
+//! (tokens, route digests) or the `hmac` crate's `verify_slice` (MACs), never through `==`.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
+use sha2::{Digest, Sha256, Sha512};
+
+/// The hash behind an HMAC signature header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    fn tag_len(self) -> usize {
+        match self {
+            Algorithm::Sha1 => 20,
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha512 => 64,
+        }
+    }
+}
+
+/// Why a signature did not check out. The text is for the log: it never holds a MAC or a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The header was absent.
+    Missing(&'static str),
+    /// The header was not `algo=hex` with a known algorithm and the right length.
+    Malformed(&'static str),
+    /// Well-formed, but the MAC does not match the body.
+    Mismatch(&'static str),
+}
+
+impl std::fmt::Display for SignatureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignatureError::Missing(h) => write!(f, "{h} header missing"),
+            SignatureError::Malformed(h) => write!(f, "{h} header malformed"),
+            SignatureError::Mismatch(h) => write!(f, "{h} does not match the body"),
+        }
+    }
+}
+
+/// Parses a prefixed signature header value (`sha1=…`, `sha256=…`, `sha512=…`) into the
+/// algorithm and the decoded MAC. Hex digits of either case are accepted.
+pub fn parse_prefixed(value: &str) -> Option<(Algorithm, Vec<u8>)> {
+    let (name, hex_tag) = value.trim().split_once('=')?;
+    let algorithm = match name {
+        "sha1" => Algorithm::Sha1,
+        "sha256" => Algorithm::Sha256,
+        "sha512" => Algorithm::Sha512,
+        _ => return None,
+    };
+    let tag = decode_tag(algorithm, hex_tag)?;
+    Some((algorithm, tag))
+}
+
+fn decode_tag(algorithm: Algorithm, hex_tag: &str) -> Option<Vec<u8>> {
+    if hex_tag.len() != algorithm.tag_len() * 2 {
+        return None;
+    }
+    hex::decode(hex_tag).ok()
+}
+
+/// Checks `header` (named `name`, prefixed form) against the HMAC of `body` under `key`.
+pub fn verify_prefixed(
+    name: &'static str,
+    header: Option<&str>,
+    key: &[u8],
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    let value = header.ok_or(SignatureError::Missing(name))?;
+    let (algorithm, tag) = parse_prefixed(value).ok_or(SignatureError::Malformed(name))?;
+    check(algorithm, key, body, &tag, name)
+}
+
+/// Checks a bare-hex header (Nexus style) of the given algorithm.
+pub fn verify_bare_hex(
+    name: &'static str,
+    algorithm: Algorithm,
+    header: Option<&str>,
+    key: &[u8],
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    let value = header.ok_or(SignatureError::Missing(name))?;
+    let tag = decode_tag(algorithm, value.trim()).ok_or(SignatureError::Malformed(name))?;
+    check(algorithm, key, body, &tag, name)
+}
+
+fn check(
+    algorithm: Algorithm,
+    key: &[u8],
+    body: &[u8],
+    tag: &[u8],
+    name: &'static str,
+) -> Result<(), SignatureError> {
+    // `new_from_slice` accepts keys of any length for HMAC; the error arm cannot happen.
+    let ok = match algorithm {
+        Algorithm::Sha1 => Hmac::<Sha1>::new_from_slice(key)
+            .map(|m| m.chain_update(body).verify_slice(tag).is_ok())
+            .unwrap_or(false),
+        Algorithm::Sha256 => Hmac::<Sha256>::new_from_slice(key)
+            .map(|m| m.chain_update(body).verify_slice(tag).is_ok())
+            .unwrap_or(false),
+        Algorithm::Sha512 => Hmac::<Sha512>::new_from_slice(key)
+            .map(|m| m.chain_update(body).verify_slice(tag).is_ok())
+            .unwrap_or(false),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch(name))
+    }
+}
+
+/// Compares a presented token with the key without leaking where they differ or the key's
+/// length: both sides are hashed to 32 bytes first, then compared in constant time.
+pub fn tokens_equal(presented: &[u8], key: &[u8]) -> bool {
+    let a: [u8; 32] = Sha256::digest(presented).into();
+    let b: [u8; 32] = Sha256::digest(key).into();
+    constant_time_eq(&a, &b)
+}
+
+/// The one constant-time equality of this crate: time depends on the length only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Lowercase hex HMAC of `body` under `key`, for tests and examples that sign deliveries.
+pub fn sign_hex(algorithm: Algorithm, key: &[u8], body: &[u8]) -> String {
+    match algorithm {
+        Algorithm::Sha1 => hmac_hex::<Hmac<Sha1>>(key, body),
+        Algorithm::Sha256 => hmac_hex::<Hmac<Sha256>>(key, body),
+        Algorithm::Sha512 => hmac_hex::<Hmac<Sha512>>(key, body),
+    }
+}
+
+fn hmac_hex<M: Mac + KeyInit>(key: &[u8], body: &[u8]) -> String {
+    match <M as KeyInit>::new_from_slice(key) {
+        Ok(mac) => hex::encode(mac.chain_update(body).finalize().into_bytes()),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"It's a Secret to Everybody";
+    const BODY: &[u8] = b"Hello, World!";
+
+    #[test]
+    fn known_answer_from_githubs_docs() {
+        // The test vector GitHub publishes in "Validating webhook deliveries".
+        let documented = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(sign_hex(Algorithm::Sha256, KEY, BODY), documented);
+        let header = format!("sha256={documented}");
+        assert_eq!(verify_prefixed("X", Some(&header), KEY, BODY), Ok(()));
+    }
+
+    #[test]
+    fn every_algorithm_round_trips_and_rejects_a_changed_body() {
+        for (algorithm, prefix) in [
+            (Algorithm::Sha1, "sha1"),
+            (Algorithm::Sha256, "sha256"),
+            (Algorithm::Sha512, "sha512"),
+        ] {
+            let header = format!("{prefix}={}", sign_hex(algorithm, KEY, BODY));
+            assert_eq!(verify_prefixed("X", Some(&header), KEY, BODY), Ok(()));
+            assert_eq!(
+                verify_prefixed("X", Some(&header), KEY, b"Hello, World?"),
+                Err(SignatureError::Mismatch("X"))
+            );
+            assert_eq!(
+                verify_prefixed("X", Some(&header), b"other key", BODY),
+                Err(SignatureError::Mismatch("X"))
+            );
+            let upper = format!("{prefix}={}", sign_hex(algorithm, KEY, BODY).to_uppercase());
+            assert_eq!(verify_prefixed("X", Some(&upper), KEY, BODY), Ok(()));
+        }
+    }
+
+    #[test]
+    fn malformed_headers_are_told_apart_from_missing_ones() {
+        let good = sign_hex(Algorithm::Sha256, KEY, BODY);
+        assert_eq!(
+            verify_prefixed("X", None, KEY, BODY),
+            Err(SignatureError::Missing("X"))
+        );
+        for bad in [
+            String::new(),
+            "sha256".into(),
+            format!("md5={good}"),
+            format!("sha256={}", &good[..63]),
+            format!("sha256={good}00"),
+            format!("sha1={good}"),
+            format!("sha256={}zz", &good[..62]),
+            format!("SHA256={good}"),
+        ] {
+            assert_eq!(
+                verify_prefixed("X", Some(&bad), KEY, BODY),
+                Err(SignatureError::Malformed("X")),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bare_hex_sha1_as_nexus_sends_it() {
+        let sig = sign_hex(Algorithm::Sha1, KEY, BODY);
+        assert_eq!(
+            verify_bare_hex("N", Algorithm::Sha1, Some(&sig), KEY, BODY),
+            Ok(())
+        );
+        assert_eq!(
+            verify_bare_hex(
+                "N",
+                Algorithm::Sha1,
+                Some(&format!("sha1={sig}")),
+                KEY,
+                BODY
+            ),
+            Err(SignatureError::Malformed("N"))
+        );
+    }
+
+    #[test]
+    fn tokens_compare_by_content_only() {
+        assert!(tokens_equal(b"secret-token", b"secret-token"));
+        assert!(!tokens_equal(b"secret-token", b"secret-token\n"));
+        assert!(!tokens_equal(b"", b"secret-token"));
+        assert!(!tokens_equal(b"secret-tokem", b"secret-token"));
+    }
+
+    #[test]
+    fn constant_time_eq_is_plain_equality_in_result() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn errors_never_carry_the_expected_mac() {
+        let expected = sign_hex(Algorithm::Sha256, KEY, BODY);
+        let wrong = format!("sha256={}", "0".repeat(64));
+        let err = verify_prefixed("X-Hub-Signature-256", Some(&wrong), KEY, BODY).unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains(&expected));
+        assert!(!text.contains("Secret"));
+    }
+}

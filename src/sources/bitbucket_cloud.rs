@@ -1,0 +1,157 @@
+//! Bitbucket Cloud (bitbucket.org) repository webhooks.
+//!
+//! - Authentication: the URL is the secret. When the hook has a secret, Bitbucket Cloud (since
+//!   2023) sends `X-Hub-Signature: sha256=<HMAC of the body>`; when that header is present it is
+//!   checked against the key and a mismatch → 401. Hooks without a secret stay URL-only.
+//! - Events (`X-Event-Key`): `repo:push` → one git change per `push.changes[]` entry with a
+//!   non-null `new` (URL `git@bitbucket.org:<repository.full_name>.git`, branch `new.name`; tags
+//!   too); other keys → 200 ignored; header missing → 400.
+//! - Quirks: payloads carry no clone URL, so the SSH URL is built from `full_name`. Deleted refs
+//!   have `new: null` and are skipped. `X-Hook-UUID` is not a secret and is not used.
+//! - Docs: <https://support.atlassian.com/bitbucket-cloud/docs/event-payloads/#Push>,
+//!   <https://support.atlassian.com/bitbucket-cloud/docs/manage-webhooks/>.
+
+use serde::Deserialize;
+
+use super::{decode_json, printable, required_header, Incoming, Outcome};
+use crate::change::Change;
+use crate::config::Endpoint;
+use crate::error::HookError;
+use crate::signature::verify_prefixed;
+
+pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
+    if let Some(signature) = incoming.header("X-Hub-Signature") {
+        verify_prefixed(
+            "X-Hub-Signature",
+            Some(signature),
+            endpoint.key.bytes(),
+            &incoming.body,
+        )
+        .map_err(|e| HookError::Unauthorized(e.to_string()))?;
+    }
+    match required_header(incoming, "X-Event-Key")? {
+        "repo:push" => {
+            let push: Push = decode_json("Bitbucket Cloud push payload", &incoming.body)?;
+            let changes = push.changes();
+            if changes.is_empty() {
+                Ok(Outcome::Ignored("push has only deleted refs".into()))
+            } else {
+                Ok(Outcome::Notify(changes))
+            }
+        }
+        other => Ok(Outcome::Ignored(format!("event {}", printable(other)))),
+    }
+}
+
+#[derive(Deserialize)]
+struct Push {
+    push: PushBody,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct PushBody {
+    changes: Vec<RefChange>,
+}
+
+#[derive(Deserialize)]
+struct RefChange {
+    new: Option<RefState>,
+}
+
+#[derive(Deserialize)]
+struct RefState {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+impl Push {
+    fn clone_url(&self) -> String {
+        format!("git@bitbucket.org:{}.git", self.repository.full_name)
+    }
+
+    /// One change per ref that still exists after the push, in payload order.
+    fn changes(&self) -> Vec<Change> {
+        let url = self.clone_url();
+        self.push
+            .changes
+            .iter()
+            .filter_map(|c| c.new.as_ref())
+            .map(|new| Change::Git {
+                url: url.clone(),
+                branch: new.name.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::{sign_hex, Algorithm};
+    use crate::sources::testing::*;
+    use crate::sources::Source;
+
+    const PUSH: &[u8] = include_bytes!("../../tests/fixtures/bitbucket_cloud/push.json");
+    const DELETE_ONLY: &[u8] =
+        include_bytes!("../../tests/fixtures/bitbucket_cloud/push_delete_only.json");
+    const REPO: &str = "git@bitbucket.org:acme/fleet-infra.git";
+
+    fn run(headers: &[(&str, &str)], body: &[u8]) -> Result<Outcome, HookError> {
+        handle(&incoming(headers, body), &endpoint(Source::BitbucketCloud))
+    }
+
+    #[test]
+    fn push_gives_one_change_per_surviving_ref() {
+        let out = run(&[("X-Event-Key", "repo:push")], PUSH).unwrap();
+        assert_eq!(
+            out,
+            Outcome::Notify(vec![git(REPO, "main"), git(REPO, "v1.4.0")])
+        );
+    }
+
+    #[test]
+    fn a_push_of_deletions_only_is_ignored() {
+        assert_eq!(
+            run(&[("X-Event-Key", "repo:push")], DELETE_ONLY).unwrap(),
+            Outcome::Ignored("push has only deleted refs".into())
+        );
+    }
+
+    #[test]
+    fn signature_is_checked_when_present() {
+        let good = format!("sha256={}", sign_hex(Algorithm::Sha256, KEY, PUSH));
+        assert!(run(
+            &[("X-Event-Key", "repo:push"), ("X-Hub-Signature", &good)],
+            PUSH
+        )
+        .is_ok());
+        let bad = format!("sha256={}", sign_hex(Algorithm::Sha256, b"other", PUSH));
+        assert!(is_unauthorized(&run(
+            &[("X-Event-Key", "repo:push"), ("X-Hub-Signature", &bad)],
+            PUSH
+        )));
+        assert!(is_unauthorized(&run(
+            &[("X-Event-Key", "repo:push"), ("X-Hub-Signature", "garbage")],
+            PUSH
+        )));
+    }
+
+    #[test]
+    fn other_keys_ignored_missing_key_and_bad_json_refused() {
+        assert_eq!(
+            run(&[("X-Event-Key", "pullrequest:created")], b"{}").unwrap(),
+            Outcome::Ignored("event pullrequest:created".into())
+        );
+        assert!(is_bad_request(&run(&[], PUSH)));
+        assert!(is_bad_request(&run(&[("X-Event-Key", "repo:push")], b"[]")));
+        assert!(is_bad_request(&run(
+            &[("X-Event-Key", "repo:push")],
+            br#"{"push":{"changes":[]}}"#
+        )));
+    }
+}

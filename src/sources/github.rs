@@ -1,0 +1,317 @@
+//! GitHub (github.com and GitHub Enterprise Server) repository and organisation webhooks.
+//!
+//! - Authentication: HMAC of the raw body with the key. `X-Hub-Signature-256: sha256=…` is used
+//!   when present; otherwise `X-Hub-Signature` with `sha1=`, `sha256=` or `sha512=`. Missing or
+//!   wrong → 401. With the form content type the MAC covers the whole form body.
+//! - Bodies: `application/json`, or `application/x-www-form-urlencoded` with the JSON in the
+//!   `payload` field. Any other content type → 400.
+//! - Events (`X-GitHub-Event`): `push` → a git change (`repository.ssh_url`, `ref`; branch and tag
+//!   pushes and deletions alike); `ping` → `Pong`; anything else → 200 ignored; header missing → 400.
+//! - Quirks: push payloads carry `created_at`/`pushed_at` as integers (only the two fields used
+//!   here are read). No push hook is sent when more than three tags are pushed at once.
+//! - Docs: <https://docs.github.com/en/webhooks/webhook-events-and-payloads#push>,
+//!   <https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::{decode_json, printable, required_header, Incoming, Outcome};
+use crate::change::Change;
+use crate::config::Endpoint;
+use crate::error::HookError;
+use crate::signature::verify_prefixed;
+
+pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
+    verify(incoming, endpoint.key.bytes())?;
+    let event = required_header(incoming, "X-GitHub-Event")?;
+    match event {
+        "push" => {
+            let json = payload(incoming)?;
+            let push: Push = decode_json("GitHub push payload", &json)?;
+            Ok(Outcome::Notify(vec![push.change()]))
+        }
+        "ping" => Ok(Outcome::Pong),
+        other => Ok(Outcome::Ignored(format!("event {}", printable(other)))),
+    }
+}
+
+fn verify(incoming: &Incoming, key: &[u8]) -> Result<(), HookError> {
+    let result = match incoming.header("X-Hub-Signature-256") {
+        Some(value) => verify_prefixed("X-Hub-Signature-256", Some(value), key, &incoming.body),
+        None => verify_prefixed(
+            "X-Hub-Signature",
+            incoming.header("X-Hub-Signature"),
+            key,
+            &incoming.body,
+        ),
+    };
+    result.map_err(|e| HookError::Unauthorized(e.to_string()))
+}
+
+/// The JSON payload, from either body encoding GitHub offers.
+fn payload(incoming: &Incoming) -> Result<Cow<'_, [u8]>, HookError> {
+    let content_type = incoming.header("Content-Type").unwrap_or("");
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media_type.as_str() {
+        "application/json" => Ok(Cow::Borrowed(&incoming.body)),
+        "application/x-www-form-urlencoded" => form_field(&incoming.body, b"payload")
+            .map(Cow::Owned)
+            .ok_or_else(|| HookError::BadRequest("form body has no payload field".into())),
+        _ => Err(HookError::BadRequest(format!(
+            "content type {:?} is neither application/json nor application/x-www-form-urlencoded",
+            printable(content_type)
+        ))),
+    }
+}
+
+/// The decoded value of the first `name=` field of a form body.
+fn form_field(body: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    body.split(|b| *b == b'&').find_map(|pair| {
+        let (key, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        (percent_decode(key)? == name).then(|| percent_decode(value))?
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XY` a byte; a bad escape is
+/// an error rather than a guess.
+fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = input.get(i + 1..i + 3)?;
+                let mut byte = [0u8; 1];
+                hex::decode_to_slice(hex, &mut byte).ok()?;
+                out.push(byte[0]);
+                i += 2;
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+#[derive(Deserialize)]
+struct Push {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    ssh_url: String,
+}
+
+impl Push {
+    fn change(&self) -> Change {
+        Change::git(&self.repository.ssh_url, &self.git_ref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::{sign_hex, Algorithm};
+    use crate::sources::testing::*;
+    use crate::sources::Source;
+
+    const PUSH: &[u8] = include_bytes!("../../tests/fixtures/github/push.json");
+    const PUSH_TAG: &[u8] = include_bytes!("../../tests/fixtures/github/push_tag.json");
+    const PUSH_DELETE: &[u8] = include_bytes!("../../tests/fixtures/github/push_delete.json");
+    const PING: &[u8] = include_bytes!("../../tests/fixtures/github/ping.json");
+    const ISSUES: &[u8] = include_bytes!("../../tests/fixtures/github/issues.json");
+
+    fn signed(event: &str, content_type: &str, body: &[u8]) -> Incoming {
+        let sig = format!("sha256={}", sign_hex(Algorithm::Sha256, KEY, body));
+        incoming(
+            &[
+                ("X-GitHub-Event", event),
+                ("Content-Type", content_type),
+                ("X-Hub-Signature-256", &sig),
+            ],
+            body,
+        )
+    }
+
+    fn run(incoming: &Incoming) -> Result<Outcome, HookError> {
+        handle(incoming, &endpoint(Source::GitHub))
+    }
+
+    const REPO: &str = "git@github.com:acme/fleet-infra.git";
+
+    #[test]
+    fn branch_push_notifies_the_ssh_url_and_branch() {
+        let out = run(&signed("push", "application/json", PUSH)).unwrap();
+        assert_eq!(out, Outcome::Notify(vec![git(REPO, "main")]));
+    }
+
+    #[test]
+    fn tag_push_keeps_refs_tags() {
+        let out = run(&signed("push", "application/json", PUSH_TAG)).unwrap();
+        assert_eq!(out, Outcome::Notify(vec![git(REPO, "refs/tags/v1.4.0")]));
+    }
+
+    #[test]
+    fn branch_deletion_still_notifies_its_branch() {
+        let out = run(&signed("push", "application/json", PUSH_DELETE)).unwrap();
+        assert_eq!(out, Outcome::Notify(vec![git(REPO, "feature/old-ui")]));
+    }
+
+    #[test]
+    fn ping_pongs_and_other_events_are_ignored() {
+        assert_eq!(
+            run(&signed("ping", "application/json", PING)).unwrap(),
+            Outcome::Pong
+        );
+        assert_eq!(
+            run(&signed("issues", "application/json", ISSUES)).unwrap(),
+            Outcome::Ignored("event issues".into())
+        );
+    }
+
+    fn form_encode(json: &[u8]) -> Vec<u8> {
+        let mut body = b"payload=".to_vec();
+        for &b in json {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => body.push(b),
+                b' ' => body.push(b'+'),
+                _ => body.extend(format!("%{b:02X}").bytes()),
+            }
+        }
+        body
+    }
+
+    #[test]
+    fn form_encoded_push_is_signed_over_the_whole_form_body() {
+        let body = form_encode(PUSH);
+        let out = run(&signed(
+            "push",
+            "application/x-www-form-urlencoded; charset=utf-8",
+            &body,
+        ))
+        .unwrap();
+        assert_eq!(out, Outcome::Notify(vec![git(REPO, "main")]));
+
+        // A signature over the decoded JSON (what Gitea does) is not GitHub's and fails.
+        let sig = format!("sha256={}", sign_hex(Algorithm::Sha256, KEY, PUSH));
+        let wrong = incoming(
+            &[
+                ("X-GitHub-Event", "push"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("X-Hub-Signature-256", &sig),
+            ],
+            &body,
+        );
+        assert!(is_unauthorized(&run(&wrong)));
+    }
+
+    #[test]
+    fn legacy_signature_header_with_each_algorithm() {
+        for (algorithm, prefix) in [
+            (Algorithm::Sha1, "sha1"),
+            (Algorithm::Sha256, "sha256"),
+            (Algorithm::Sha512, "sha512"),
+        ] {
+            let sig = format!("{prefix}={}", sign_hex(algorithm, KEY, PUSH));
+            let req = incoming(
+                &[
+                    ("X-GitHub-Event", "push"),
+                    ("Content-Type", "application/json"),
+                    ("X-Hub-Signature", &sig),
+                ],
+                PUSH,
+            );
+            assert!(run(&req).is_ok(), "{prefix}");
+        }
+    }
+
+    #[test]
+    fn the_sha256_header_wins_over_a_valid_legacy_one() {
+        let good_sha1 = format!("sha1={}", sign_hex(Algorithm::Sha1, KEY, PUSH));
+        let bad_256 = format!("sha256={}", "0".repeat(64));
+        let req = incoming(
+            &[
+                ("X-GitHub-Event", "push"),
+                ("Content-Type", "application/json"),
+                ("X-Hub-Signature", &good_sha1),
+                ("X-Hub-Signature-256", &bad_256),
+            ],
+            PUSH,
+        );
+        assert!(is_unauthorized(&run(&req)));
+    }
+
+    #[test]
+    fn missing_or_wrong_signature_is_401() {
+        let unsigned = incoming(
+            &[
+                ("X-GitHub-Event", "push"),
+                ("Content-Type", "application/json"),
+            ],
+            PUSH,
+        );
+        assert!(is_unauthorized(&run(&unsigned)));
+        let mut tampered = signed("push", "application/json", PUSH);
+        tampered.body[10] ^= 1;
+        assert!(is_unauthorized(&run(&tampered)));
+    }
+
+    #[test]
+    fn bad_requests_are_400() {
+        let mut no_event = signed("push", "application/json", PUSH);
+        no_event.headers.retain(|(n, _)| n != "X-GitHub-Event");
+        assert!(is_bad_request(&run(&no_event)));
+        assert!(is_bad_request(&run(&signed("push", "text/plain", PUSH))));
+        assert!(is_bad_request(&run(&signed(
+            "push",
+            "application/json",
+            b"{\"ref\":"
+        ))));
+        assert!(is_bad_request(&run(&signed(
+            "push",
+            "application/json",
+            br#"{"ref":"refs/heads/main","repository":{}}"#
+        ))));
+        assert!(is_bad_request(&run(&signed(
+            "push",
+            "application/json",
+            br#"{"ref":7,"repository":{"ssh_url":"git@h:o/r.git"}}"#
+        ))));
+        assert!(is_bad_request(&run(&signed(
+            "push",
+            "application/x-www-form-urlencoded",
+            b"other=1"
+        ))));
+        assert!(is_bad_request(&run(&signed(
+            "push",
+            "application/x-www-form-urlencoded",
+            b"payload=%7"
+        ))));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode(b"a+b%2Fc%7e").unwrap(), b"a b/c~");
+        assert!(percent_decode(b"%zz").is_none());
+        assert!(percent_decode(b"%4").is_none());
+        assert_eq!(
+            form_field(b"x=1&payload=%7B%7D", b"payload").unwrap(),
+            b"{}"
+        );
+        assert_eq!(form_field(b"payload", b"payload").unwrap(), b"");
+        assert!(form_field(b"payloads=1", b"payload").is_none());
+    }
+}
