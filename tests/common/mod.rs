@@ -1,0 +1,418 @@
+//! Shared test kit: a recording fake fluxd, the real server on 127.0.0.1:0, a raw HTTP client.
+#![allow(dead_code)] // each test binary uses a different part of the kit
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use flux_recv::config;
+use flux_recv::server::{Options, Running, Server};
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "flux-recv-test-{}-{tag}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// How the fake fluxd answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Like fluxd: 202 with an empty body for a valid change, 400 otherwise.
+    Real,
+    /// This status, empty body.
+    Status(u16),
+    /// Waits this long, then answers like `Real`.
+    Slow(Duration),
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// Reads the request, then closes without answering.
+    Hangup,
+    /// 302 to another URL.
+    Redirect,
+}
+
+/// One request fluxd received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A fake fluxd on loopback that records every request.
+pub struct FakeFluxd {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Recorded>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+impl FakeFluxd {
+    pub fn start(behaviour: Behaviour) -> FakeFluxd {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake fluxd");
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let (rec, beh) = (Arc::clone(&received), Arc::clone(&behaviour));
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (rec, beh) = (Arc::clone(&rec), Arc::clone(&beh));
+                thread::spawn(move || serve_fluxd(stream, &rec, &beh));
+            }
+        });
+        FakeFluxd {
+            addr,
+            received,
+            behaviour,
+        }
+    }
+
+    /// The `api:` value pointing at this fake.
+    pub fn api(&self) -> String {
+        format!("http://{}/api/flux", self.addr)
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The bodies of all notify calls so far, as strings.
+    pub fn bodies(&self) -> Vec<String> {
+        self.requests().iter().map(Recorded::body_str).collect()
+    }
+
+    pub fn clear(&self) {
+        self.received.lock().unwrap().clear();
+    }
+}
+
+/// A port where nothing listens (bound, then released).
+pub fn dead_api() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}/api/flux")
+}
+
+fn serve_fluxd(
+    mut stream: TcpStream,
+    received: &Mutex<Vec<Recorded>>,
+    behaviour: &Mutex<Behaviour>,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    loop {
+        let Some(request) = read_request(&mut stream, &mut buf) else {
+            return;
+        };
+        received.lock().unwrap().push(request.clone());
+        let behaviour = *behaviour.lock().unwrap();
+        let reply: Vec<u8> = match behaviour {
+            Behaviour::Real => real_reply(&request),
+            Behaviour::Slow(d) => {
+                thread::sleep(d);
+                real_reply(&request)
+            }
+            Behaviour::Status(s) => {
+                format!("HTTP/1.1 {s} X\r\nContent-Length: 0\r\n\r\n").into_bytes()
+            }
+            Behaviour::Garbage => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n<html>hi".to_vec()
+            }
+            Behaviour::Hangup => return,
+            Behaviour::Redirect => {
+                b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec()
+            }
+        };
+        if stream.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// fluxd's own check: one JSON change of a known kind with the right shape.
+fn real_reply(request: &Recorded) -> Vec<u8> {
+    let ok = request.method == "POST"
+        && request.path == "/api/flux/v11/notify"
+        && serde_json::from_slice::<serde_json::Value>(&request.body)
+            .ok()
+            .is_some_and(|v| valid_change(&v));
+    if ok {
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n".to_vec()
+    } else {
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\n\r\n{}"
+            .to_vec()
+    }
+}
+
+fn valid_change(v: &serde_json::Value) -> bool {
+    let source = &v["Source"];
+    match v["Kind"].as_str() {
+        Some("git") => source["URL"].is_string() && source["Branch"].is_string(),
+        Some("image") => {
+            source["Name"]["Domain"].is_string() && source["Name"]["Image"].is_string()
+        }
+        _ => false,
+    }
+}
+
+/// Reads one request with a Content-Length body (what ureq sends), or None at EOF.
+fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_owned();
+    let path = first.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    buf.drain(..head_end + 4);
+    while buf.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body: Vec<u8> = buf.drain(..length).collect();
+    Some(Recorded {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One endpoint to configure: source name, key bytes, optional registryHost.
+pub struct Ep {
+    pub source: &'static str,
+    pub key: Vec<u8>,
+    pub registry_host: Option<&'static str>,
+}
+
+impl Ep {
+    pub fn new(source: &'static str, key: &[u8]) -> Ep {
+        Ep {
+            source,
+            key: key.to_vec(),
+            registry_host: None,
+        }
+    }
+}
+
+/// Writes a config with these endpoints and `api`, and loads it.
+pub fn config_for(endpoints: &[Ep], api: &str) -> config::Config {
+    let dir = temp_dir("cfg");
+    let mut yaml = format!("fluxRecvVersion: 1\napi: {api}\nendpoints:\n");
+    for (i, ep) in endpoints.iter().enumerate() {
+        let key_file = format!("key{i}");
+        std::fs::write(dir.join(&key_file), &ep.key).unwrap();
+        yaml.push_str(&format!("- source: {}\n  keyPath: {key_file}\n", ep.source));
+        if let Some(host) = ep.registry_host {
+            yaml.push_str(&format!("  registryHost: {host}\n"));
+        }
+    }
+    let path = dir.join("fluxrecv.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    config::load(&path).expect("test config loads").config
+}
+
+/// The real server on 127.0.0.1:0 with these endpoints, notifying `api`.
+pub fn start(endpoints: &[Ep], api: &str, opts: Options) -> (Running, config::Config) {
+    let config = config_for(endpoints, api);
+    let server = Server::bind(
+        &config,
+        Options {
+            listen: "127.0.0.1:0".into(),
+            ..opts
+        },
+    )
+    .expect("bind");
+    (server.spawn(), config)
+}
+
+/// Options for tests: short timeouts, small limits.
+pub fn test_options() -> Options {
+    Options {
+        listen: "127.0.0.1:0".into(),
+        threads: 2,
+        max_body_bytes: 1024 * 1024,
+        read_timeout: Duration::from_secs(1),
+        notify_timeout: Duration::from_secs(1),
+        max_connections: 64,
+    }
+}
+
+/// A parsed reply.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends raw bytes on a new connection and reads one reply (or None if closed without one).
+pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<Reply> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    read_reply(&mut stream, &mut Vec::new())
+}
+
+/// Reads one reply from `stream` (Content-Length framed, as flux-recv always sends).
+pub fn read_reply(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reply> {
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    buf.drain(..head_end + 4);
+    while buf.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body: Vec<u8> = buf.drain(..length).collect();
+    Some(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A POST with these headers and body, `Connection: close`.
+pub fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: flux-recv\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    )
+    .into_bytes();
+    for (n, v) in headers {
+        req.extend(format!("{n}: {v}\r\n").bytes());
+    }
+    req.extend(b"\r\n");
+    req.extend(body);
+    raw(addr, &req).expect("a reply")
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Reply {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: flux-recv\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("a reply")
+}
+
+/// Lowercase hex HMAC, computed here with the hmac crate directly (not the crate under test).
+pub fn hmac_hex(algorithm: &str, key: &[u8], body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    match algorithm {
+        "sha1" => {
+            let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(key).unwrap();
+            mac.update(body);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        "sha512" => {
+            let mut mac = <Hmac<sha2::Sha512> as KeyInit>::new_from_slice(key).unwrap();
+            mac.update(body);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        _ => {
+            let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
+            mac.update(body);
+            hex::encode(mac.finalize().into_bytes())
+        }
+    }
+}
+
+/// The route of a key, computed here independently: /hook/hex(sha256(key ‖ host)).
+pub fn route_of(key: &[u8], registry_host: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(key);
+    h.update(registry_host.as_bytes());
+    format!("/hook/{}", hex::encode(h.finalize()))
+}

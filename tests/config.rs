@@ -1,0 +1,279 @@
+//! Config tables: name → YAML (+ key files) → loads, or fails with messages naming the field or
+//! file. Every problem in a config is reported, not just the first.
+
+mod common;
+
+use std::path::Path;
+
+use common::temp_dir;
+use flux_recv::config;
+
+/// One config case.
+struct Case {
+    name: &'static str,
+    yaml: &'static str,
+    /// Key files to write beside the config: (name, content).
+    keys: &'static [(&'static str, &'static [u8])],
+    /// None: loads. Some(parts): fails, and some message contains every part.
+    error: Option<&'static [&'static str]>,
+    /// Parts some warning must contain.
+    warning: Option<&'static [&'static str]>,
+}
+
+const GOOD_KEY: &[u8] = b"a-good-random-key-0123456789";
+
+fn run(case: &Case) -> Result<config::Loaded, config::ConfigErrors> {
+    let dir = temp_dir("config");
+    for (name, content) in case.keys {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    let path = dir.join("fluxrecv.yaml");
+    std::fs::write(&path, case.yaml).unwrap();
+    config::load(&path)
+}
+
+#[test]
+fn config_table() {
+    let cases = [
+        Case {
+            name: "minimal",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: None,
+            warning: None,
+        },
+        Case {
+            name: "all git sources and an api",
+            yaml: "fluxRecvVersion: 1\napi: http://127.0.0.1:3030/api/flux/\nendpoints:\n- source: GitHub\n  keyPath: a\n- source: GitLab\n  keyPath: b\n- source: BitbucketCloud\n  keyPath: c\n- source: BitbucketServer\n  keyPath: d\n  registryHost: bitbucket.example.com\n",
+            keys: &[("a", b"key-a-0123456789ab"), ("b", b"key-b-0123456789ab"), ("c", b"key-c-0123456789ab"), ("d", b"key-d-0123456789ab")],
+            error: None,
+            warning: None,
+        },
+        Case {
+            name: "version missing",
+            yaml: "endpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["fluxRecvVersion", "missing"]),
+            warning: None,
+        },
+        Case {
+            name: "version 2",
+            yaml: "fluxRecvVersion: 2\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["fluxRecvVersion is 2"]),
+            warning: None,
+        },
+        Case {
+            name: "version as a string",
+            yaml: "fluxRecvVersion: \"1\"\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["fluxRecvVersion", "string"]),
+            warning: None,
+        },
+        Case {
+            name: "YAML syntax error",
+            yaml: "fluxRecvVersion: 1\nendpoints: [\n",
+            keys: &[],
+            error: Some(&["fluxrecv.yaml", "line"]),
+            warning: None,
+        },
+        Case {
+            name: "unknown top-level field",
+            yaml: "fluxRecvVersion: 1\napi_url: http://x\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["api_url"]),
+            warning: None,
+        },
+        Case {
+            name: "unknown endpoint field (typo)",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keypath: gh.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["keypath"]),
+            warning: None,
+        },
+        Case {
+            name: "unknown source",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: Github\n  keyPath: gh.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["endpoints[0]", "\"Github\"", "GitHub, GitLab, BitbucketCloud, BitbucketServer"]),
+            warning: None,
+        },
+        Case {
+            name: "source missing",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- keyPath: gh.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["endpoints[0]", "source is missing"]),
+            warning: None,
+        },
+        Case {
+            name: "keyPath missing",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitLab\n",
+            keys: &[],
+            error: Some(&["endpoints[0] (GitLab)", "keyPath is missing"]),
+            warning: None,
+        },
+        Case {
+            name: "key file unreadable",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n- source: GitLab\n  keyPath: secrets/nope.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["endpoints[1] (GitLab)", "keyPath", "nope.key"]),
+            warning: None,
+        },
+        Case {
+            name: "key file empty",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+            keys: &[("gh.key", b"")],
+            error: Some(&["endpoints[0] (GitHub)", "gh.key", "empty"]),
+            warning: None,
+        },
+        Case {
+            name: "duplicate routes",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: a\n- source: GitLab\n  keyPath: b\n",
+            keys: &[("a", GOOD_KEY), ("b", GOOD_KEY)],
+            error: Some(&["endpoints[1] (GitLab)", "endpoints[0] (GitHub)", "same route"]),
+            warning: None,
+        },
+        Case {
+            name: "same key, different registryHost: different routes",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: a\n- source: GitLab\n  keyPath: a\n  registryHost: r.example.com\n",
+            keys: &[("a", GOOD_KEY)],
+            error: None,
+            warning: None,
+        },
+        Case {
+            name: "api not http",
+            yaml: "fluxRecvVersion: 1\napi: localhost:3030\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["api", "localhost:3030", "http"]),
+            warning: None,
+        },
+        Case {
+            name: "no endpoints",
+            yaml: "fluxRecvVersion: 1\nendpoints: []\n",
+            keys: &[],
+            error: Some(&["endpoints is empty"]),
+            warning: None,
+        },
+        Case {
+            name: "gcr on a git source",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n  gcr:\n    audience: a\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["endpoints[0] (GitHub)", "gcr"]),
+            warning: None,
+        },
+        Case {
+            name: "unknown gcr field",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n  gcr:\n    audiences: a\n",
+            keys: &[("gh.key", GOOD_KEY)],
+            error: Some(&["audiences"]),
+            warning: None,
+        },
+        Case {
+            name: "key with a trailing newline: warned, used verbatim",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+            keys: &[("gh.key", b"a-good-random-key-0123456789\n")],
+            error: None,
+            warning: Some(&["endpoints[0] (GitHub)", "gh.key", "whitespace"]),
+        },
+        Case {
+            name: "short key: warned",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitLab\n  keyPath: gl.key\n",
+            keys: &[("gl.key", b"short")],
+            error: None,
+            warning: Some(&["endpoints[0] (GitLab)", "gl.key", "16 bytes"]),
+        },
+    ];
+    for case in &cases {
+        let result = run(case);
+        match (case.error, result) {
+            (None, Ok(loaded)) => {
+                if let Some(parts) = case.warning {
+                    assert!(
+                        loaded
+                            .warnings
+                            .iter()
+                            .any(|w| parts.iter().all(|p| w.contains(p))),
+                        "{}: warnings {:?} lack {parts:?}",
+                        case.name,
+                        loaded.warnings
+                    );
+                } else {
+                    assert!(
+                        loaded.warnings.is_empty(),
+                        "{}: {:?}",
+                        case.name,
+                        loaded.warnings
+                    );
+                }
+            }
+            (None, Err(errors)) => panic!("{}: expected to load, got:\n{errors}", case.name),
+            (Some(parts), Ok(_)) => panic!("{}: expected an error with {parts:?}", case.name),
+            (Some(parts), Err(errors)) => assert!(
+                errors.0.iter().any(|m| parts.iter().all(|p| m.contains(p))),
+                "{}: no message holds all of {parts:?}:\n{errors}",
+                case.name
+            ),
+        }
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let case = Case {
+        name: "three problems",
+        yaml: "fluxRecvVersion: 3\nendpoints:\n- source: Gitlab\n  keyPath: a\n- source: GitHub\n  keyPath: missing.key\n",
+        keys: &[("a", GOOD_KEY)],
+        error: None,
+        warning: None,
+    };
+    let errors = run(&case).unwrap_err();
+    assert_eq!(errors.0.len(), 3, "{errors}");
+}
+
+#[test]
+fn keys_are_relative_to_the_config_folder_and_used_verbatim() {
+    let dir = temp_dir("relative");
+    std::fs::create_dir_all(dir.join("conf/keys")).unwrap();
+    std::fs::write(dir.join("conf/keys/gh.key"), b"key-with-newline-0123\n").unwrap();
+    std::fs::write(
+        dir.join("conf/fluxrecv.yaml"),
+        "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: keys/gh.key\n",
+    )
+    .unwrap();
+    let loaded = config::load(&dir.join("conf/fluxrecv.yaml")).unwrap();
+    let endpoint = &loaded.config.endpoints[0];
+    assert_eq!(endpoint.key.bytes(), b"key-with-newline-0123\n");
+    assert_eq!(
+        endpoint.route(),
+        common::route_of(b"key-with-newline-0123\n", "")
+    );
+    assert_eq!(loaded.config.api, config::DEFAULT_API);
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let errors = config::load(Path::new("/nonexistent/fluxrecv.yaml")).unwrap_err();
+    assert!(
+        errors.0[0].contains("/nonexistent/fluxrecv.yaml"),
+        "{errors}"
+    );
+    assert!(errors.0[0].contains("--config"), "{errors}");
+}
+
+#[test]
+fn messages_never_contain_key_bytes() {
+    let case = Case {
+        name: "duplicate with secret keys",
+        yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: a\n- source: GitHub\n  keyPath: b\n",
+        keys: &[("a", b"TOP-SECRET-KEY-VALUE-1"), ("b", b"TOP-SECRET-KEY-VALUE-1")],
+        error: None,
+        warning: None,
+    };
+    let errors = run(&case).unwrap_err();
+    let text = errors.to_string();
+    assert!(!text.contains("TOP-SECRET"), "{text}");
+    assert!(
+        !text.contains(&common::route_of(b"TOP-SECRET-KEY-VALUE-1", "")[6..]),
+        "{text}"
+    );
+}
