@@ -192,6 +192,14 @@ fn github_table() {
                 notified: vec![],
             },
             Case {
+                name: "wrong event for the body (push header, ping body)",
+                headers: gh(Some("push"), sha256_sig(GITHUB_KEY, GH_PING), json),
+                body: GH_PING.to_vec(),
+                status: 400,
+                reply: "Bad request",
+                notified: vec![],
+            },
+            Case {
                 name: "missing event",
                 headers: gh(None, sha256_sig(GITHUB_KEY, GH_PUSH), json),
                 body: GH_PUSH.to_vec(),
@@ -284,6 +292,14 @@ fn gitlab_table() {
                 notified: vec![],
             },
             Case {
+                name: "wrong event for the body (Push Hook, merge request body)",
+                headers: gl(Some("Push Hook"), Some(GITLAB_KEY)),
+                body: GL_MR.to_vec(),
+                status: 400,
+                reply: "Bad request",
+                notified: vec![],
+            },
+            Case {
                 name: "missing event",
                 headers: gl(None, Some(GITLAB_KEY)),
                 body: GL_PUSH.to_vec(),
@@ -358,6 +374,16 @@ fn bitbucket_cloud_table() {
                 notified: vec![],
             },
             Case {
+                name: "wrong event for the body (repo:push, fork body)",
+                headers: bb(Some("repo:push"), None),
+                body:
+                    br#"{"fork":{"full_name":"x/y"},"repository":{"full_name":"acme/fleet-infra"}}"#
+                        .to_vec(),
+                status: 400,
+                reply: "Bad request",
+                notified: vec![],
+            },
+            Case {
                 name: "missing event",
                 headers: bb(None, None),
                 body: BBC_PUSH.to_vec(),
@@ -429,6 +455,14 @@ fn bitbucket_server_table() {
                 body: b"{}".to_vec(),
                 status: 200,
                 reply: "ignored: event pr:opened",
+                notified: vec![],
+            },
+            Case {
+                name: "wrong event for the body (refs_changed, ping body)",
+                headers: bb(Some("repo:refs_changed"), sha256_sig(BBS_KEY, BBS_PING)),
+                body: BBS_PING.to_vec(),
+                status: 400,
+                reply: "Bad request",
                 notified: vec![],
             },
             Case {
