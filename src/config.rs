@@ -332,7 +332,7 @@ fn endpoint(
     }
 
     if let Some(gcr) = &raw.gcr {
-        problems.extend(check_gcr(&label, gcr));
+        problems.extend(check_gcr(&label, source, gcr));
     }
 
     match (source, key) {
@@ -345,21 +345,35 @@ fn endpoint(
     }
 }
 
-fn check_gcr(label: &str, gcr: &Gcr) -> Vec<String> {
-    let mut problems = vec![format!(
-        "{label}: gcr is only valid with source GoogleContainerRegistry; remove it"
-    )];
-    if gcr.audience.as_deref().is_some_and(|a| a.trim().is_empty()) {
+fn check_gcr(label: &str, source: Option<Source>, gcr: &Gcr) -> Vec<String> {
+    let mut problems = Vec::new();
+    if source.is_some_and(|s| s != Source::GoogleContainerRegistry) {
         problems.push(format!(
-            "{label}: gcr.audience is empty; set the Pub/Sub push audience or remove the field"
+            "{label}: gcr is only valid with source GoogleContainerRegistry; remove it"
         ));
     }
-    if let Some(url) = gcr.token_info_url.as_deref() {
-        if let Err(why) = check_http_url(url) {
-            problems.push(format!(
-                "{label}: gcr.tokenInfoURL {url:?} {why}; use an http(s) URL"
-            ));
-        }
+    match gcr.audience.as_deref() {
+        Some(audience) if audience.trim().is_empty() => problems.push(format!(
+            "{label}: gcr.audience is empty; set the Pub/Sub push audience or remove the field"
+        )),
+        Some(_) => {}
+        None if gcr.email.is_some() || gcr.token_info_url.is_some() => problems.push(format!(
+            "{label}: gcr.email and gcr.tokenInfoURL only apply with gcr.audience; set gcr.audience to the push subscription's audience"
+        )),
+        None => {}
+    }
+    let url = gcr
+        .token_info_url
+        .as_deref()
+        .unwrap_or(crate::tokeninfo::DEFAULT_URL);
+    if let Err(why) = check_http_url(url) {
+        problems.push(format!(
+            "{label}: gcr.tokenInfoURL {url:?} {why}; use an http(s) URL"
+        ));
+    } else if gcr.audience.is_some() && url.starts_with("https:") && !cfg!(feature = "tls") {
+        problems.push(format!(
+            "{label}: gcr.audience needs TLS to reach {url}, but this build has no TLS; use a build with the default `tls` feature"
+        ));
     }
     problems
 }

@@ -10,3 +10,4 @@ pub mod log;
 pub mod server;
 pub mod signature;
 pub mod sources;
+pub mod tokeninfo;

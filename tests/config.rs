@@ -95,7 +95,7 @@ fn config_table() {
             name: "unknown source",
             yaml: "fluxRecvVersion: 1\nendpoints:\n- source: Github\n  keyPath: gh.key\n",
             keys: &[("gh.key", GOOD_KEY)],
-            error: Some(&["endpoints[0]", "\"Github\"", "GitHub, GitLab, BitbucketCloud, BitbucketServer"]),
+            error: Some(&["endpoints[0]", "\"Github\"", "GitHub, GitLab, BitbucketCloud, BitbucketServer, DockerHub, Quay, Harbor, Nexus, GoogleContainerRegistry"]),
             warning: None,
         },
         Case {
@@ -159,6 +159,41 @@ fn config_table() {
             yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n  gcr:\n    audience: a\n",
             keys: &[("gh.key", GOOD_KEY)],
             error: Some(&["endpoints[0] (GitHub)", "gcr"]),
+            warning: None,
+        },
+        Case {
+            name: "gcr with audience, email and tokenInfoURL on GCR",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: https://flux-recv.example/hook\n    email: push@p.iam.gserviceaccount.com\n    tokenInfoURL: http://127.0.0.1:9/tokeninfo\n",
+            keys: &[("gcr.key", GOOD_KEY)],
+            error: None,
+            warning: None,
+        },
+        Case {
+            name: "gcr.email without gcr.audience",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    email: push@p.iam.gserviceaccount.com\n",
+            keys: &[("gcr.key", GOOD_KEY)],
+            error: Some(&["endpoints[0] (GoogleContainerRegistry)", "gcr.audience"]),
+            warning: None,
+        },
+        Case {
+            name: "gcr.tokenInfoURL not a URL",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: a\n    tokenInfoURL: oauth2.googleapis.com\n",
+            keys: &[("gcr.key", GOOD_KEY)],
+            error: Some(&["gcr.tokenInfoURL", "oauth2.googleapis.com"]),
+            warning: None,
+        },
+        Case {
+            name: "Nexus with registryHost",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: Nexus\n  keyPath: n.key\n  registryHost: nexus.example.com:8443\n",
+            keys: &[("n.key", GOOD_KEY)],
+            error: None,
+            warning: None,
+        },
+        Case {
+            name: "registryHost with a space",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: Nexus\n  keyPath: n.key\n  registryHost: nexus example\n",
+            keys: &[("n.key", GOOD_KEY)],
+            error: Some(&["endpoints[0] (Nexus)", "registryHost"]),
             warning: None,
         },
         Case {
@@ -276,4 +311,23 @@ fn messages_never_contain_key_bytes() {
         !text.contains(&common::route_of(b"TOP-SECRET-KEY-VALUE-1", "")[6..]),
         "{text}"
     );
+}
+
+#[test]
+fn gcr_audience_over_https_needs_the_tls_feature() {
+    let case = Case {
+        name: "gcr.audience with Google's default tokeninfo",
+        yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: https://flux-recv.example/hook\n",
+        keys: &[("gcr.key", GOOD_KEY)],
+        error: None,
+        warning: None,
+    };
+    let result = run(&case);
+    if cfg!(feature = "tls") {
+        assert!(result.is_ok(), "{:?}", result.err());
+    } else {
+        let errors = result.unwrap_err();
+        assert!(errors.0[0].contains("no TLS"), "{errors}");
+        assert!(errors.0[0].contains("gcr.audience"), "{errors}");
+    }
 }

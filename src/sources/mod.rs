@@ -6,8 +6,13 @@
 
 pub mod bitbucket_cloud;
 pub mod bitbucket_server;
+pub mod dockerhub;
+pub mod gcr;
 pub mod github;
 pub mod gitlab;
+pub mod harbor;
+pub mod nexus;
+pub mod quay;
 
 use crate::change::Change;
 use crate::config::Endpoint;
@@ -47,6 +52,11 @@ sources! {
     GitLab => gitlab, "token: X-Gitlab-Token equals the key";
     BitbucketCloud => bitbucket_cloud, "the URL; X-Hub-Signature sha256 HMAC when present";
     BitbucketServer => bitbucket_server, "HMAC: X-Hub-Signature";
+    DockerHub => dockerhub, "the URL is the secret (Docker Hub signs nothing)";
+    Quay => quay, "the URL is the secret (Quay signs nothing)";
+    Harbor => harbor, "token: Authorization equals the key";
+    Nexus => nexus, "HMAC: X-Nexus-Webhook-Signature (SHA-1)";
+    GoogleContainerRegistry => gcr, "the URL; with gcr.audience, the Pub/Sub push token (Bearer), checked at Google's tokeninfo";
 }
 
 impl Source {
@@ -139,6 +149,29 @@ pub(crate) fn decode_json<'a, T: serde::Deserialize<'a>>(
     serde_json::from_slice(body).map_err(|e| HookError::BadRequest(format!("{what}: {e}")))
 }
 
+/// Decodes the first JSON value of a payload and ignores whatever follows it, as the Go
+/// original's stream decoder did for DockerHub, Quay, Harbor and GCR (a GCR delivery seen in the
+/// wild ends in a stray `}`).
+pub(crate) fn decode_first_json<'a, T: serde::Deserialize<'a>>(
+    what: &str,
+    body: &'a [u8],
+) -> Result<T, HookError> {
+    match serde_json::Deserializer::from_slice(body)
+        .into_iter::<T>()
+        .next()
+    {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(e)) => Err(HookError::BadRequest(format!("{what}: {e}"))),
+        None => Err(HookError::BadRequest(format!("{what}: empty body"))),
+    }
+}
+
+/// An image change from a pushed reference, or 400 naming the reference's problem.
+pub(crate) fn image_change(reference: &str) -> Result<Change, HookError> {
+    Change::image(reference)
+        .map_err(|e| HookError::BadRequest(format!("{e}: {:?}", printable(reference))))
+}
+
 /// A sender-chosen name (event, action) made safe for a reply and a log line: printable ASCII,
 /// at most 64 characters.
 pub(crate) fn printable(name: &str) -> String {
@@ -170,6 +203,23 @@ pub(crate) mod testing {
                 .collect(),
             body: body.to_vec(),
         }
+    }
+
+    pub fn endpoint_with_host(source: Source, host: &str) -> Endpoint {
+        Endpoint::new(
+            0,
+            source,
+            Key::new(KEY.to_vec()),
+            "test.key".into(),
+            Some(host.into()),
+        )
+    }
+
+    pub fn image(domain: &str, image: &str) -> Change {
+        Change::Image(crate::change::ImageName {
+            domain: domain.into(),
+            image: image.into(),
+        })
     }
 
     pub fn git(url: &str, branch: &str) -> Change {

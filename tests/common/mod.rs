@@ -416,3 +416,73 @@ pub fn route_of(key: &[u8], registry_host: &str) -> String {
     h.update(registry_host.as_bytes());
     format!("/hook/{}", hex::encode(h.finalize()))
 }
+
+/// A loopback HTTP stub that records requests and answers with `answer(request)`.
+pub struct Stub {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Stub {
+    pub fn start(answer: fn(&Recorded) -> Vec<u8>) -> Stub {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub");
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let rec = Arc::clone(&received);
+        thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let rec = Arc::clone(&rec);
+                thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    while let Some(request) = read_request(&mut stream, &mut buf) {
+                        rec.lock().unwrap().push(request.clone());
+                        if stream.write_all(&answer(&request)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Stub { addr, received }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A 200 reply with a JSON body.
+pub fn json_reply(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Loads a config from YAML text and key files written to a fresh directory.
+pub fn config_from_yaml(yaml: &str, keys: &[(&str, &[u8])]) -> config::Config {
+    let dir = temp_dir("yaml");
+    for (name, content) in keys {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    let path = dir.join("fluxrecv.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    match config::load(&path) {
+        Ok(loaded) => loaded.config,
+        Err(e) => panic!("test config does not load:\n{e}"),
+    }
+}
+
+/// The real server for an already loaded config.
+pub fn start_config(config: &config::Config, opts: Options) -> Running {
+    Server::bind(
+        config,
+        Options {
+            listen: "127.0.0.1:0".into(),
+            ..opts
+        },
+    )
+    .expect("bind")
+    .spawn()
+}
