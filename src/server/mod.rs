@@ -5,12 +5,12 @@
 //! Every limit is a named constant or an [`Options`] field with its reason beside it. The request
 //! head is parsed by `httparse`; body framing (`Content-Length` or `chunked`, never both) is here.
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -20,19 +20,17 @@ use crate::fluxd::Fluxd;
 use crate::log;
 use crate::sources::{self, Incoming, Outcome};
 
-/// A request head larger than this is an attack, not a webhook (→ 431).
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// More headers than this is an attack, not a webhook (→ 431).
-pub const MAX_HEADERS: usize = 64;
+mod http;
+
+pub use http::{frame_request, Framed, MemoryTransport, Transport, MAX_HEADERS, MAX_HEAD_BYTES};
+use http::{
+    framing, read_body, write_reply, BodyBuf, Budget, Conn, Framing, ReadError, Reply, Reservation,
+};
+
 /// How long an idle keep-alive connection is kept open between requests.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
-/// A chunk-size line longer than this (extensions included) is refused (→ 400).
-const MAX_CHUNK_LINE: usize = 1024;
 /// Connection threads only frame requests; they need little stack.
 const CONNECTION_STACK_BYTES: usize = 128 * 1024;
-/// Body buffers start this small and double, so a client that declares a large body but sends
-/// nothing holds almost no memory.
-const BODY_FIRST_ALLOCATION: usize = 64 * 1024;
 /// Upper bound of the acceptor's back-off after an accept error (EMFILE, ENOBUFS, …).
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -339,500 +337,6 @@ fn process(
     Ok(outcome)
 }
 
-/// A request head, owned.
-struct Head {
-    method: String,
-    target: String,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    minor: u8,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        sources::header_in(&self.headers, name)
-    }
-
-    fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
-    }
-
-    fn connection_has(&self, token: &str) -> bool {
-        self.headers_named("Connection")
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-
-    fn wants_keep_alive(&self) -> bool {
-        if self.minor == 0 {
-            self.connection_has("keep-alive")
-        } else {
-            !self.connection_has("close")
-        }
-    }
-
-    fn expects_continue(&self) -> bool {
-        self.header("Expect")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
-    }
-}
-
-/// How the body of a request is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-}
-
-impl Framing {
-    fn has_body(self) -> bool {
-        self != Framing::Length(0)
-    }
-}
-
-/// One framing or 400: no request may be read two ways (no smuggling).
-fn framing(head: &Head) -> Result<Framing, HookError> {
-    let mut length: Option<u64> = None;
-    for value in head.headers_named("Content-Length") {
-        let value = value.trim();
-        if value.is_empty() || value.len() > 19 || !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HookError::BadRequest(format!(
-                "Content-Length {:?} is not a number",
-                sources::printable(value)
-            )));
-        }
-        let n: u64 = value
-            .parse()
-            .map_err(|_| HookError::BadRequest("Content-Length out of range".into()))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(HookError::BadRequest(
-                "two different Content-Length values".into(),
-            ));
-        }
-        length = Some(n);
-    }
-    let mut encodings = head.headers_named("Transfer-Encoding");
-    match (encodings.next(), length) {
-        (None, length) => Ok(Framing::Length(length.unwrap_or(0))),
-        (Some(_), Some(_)) => Err(HookError::BadRequest(
-            "both Content-Length and Transfer-Encoding".into(),
-        )),
-        (Some(_), None) if head.minor == 0 => Err(HookError::BadRequest(
-            "Transfer-Encoding in an HTTP/1.0 request".into(),
-        )),
-        (Some(value), None) => {
-            if value.trim().eq_ignore_ascii_case("chunked") && encodings.next().is_none() {
-                Ok(Framing::Chunked)
-            } else {
-                Err(HookError::BadRequest(format!(
-                    "Transfer-Encoding {:?} is not just chunked",
-                    sources::printable(value)
-                )))
-            }
-        }
-    }
-}
-
-/// What went wrong while reading from the client.
-enum ReadError {
-    /// The client closed the connection.
-    Closed,
-    /// The deadline passed.
-    TimedOut,
-    /// Anything the client should hear about (400, 413, 431, 503).
-    Reply(HookError),
-    /// The socket failed (reset, …): nothing more can be said to the client.
-    Io,
-}
-
-/// A connection with its read buffer (head bytes and any pipelined bytes after them).
-struct Conn {
-    stream: TcpStream,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl Conn {
-    fn new(stream: TcpStream) -> Conn {
-        Conn {
-            stream,
-            buf: vec![0u8; MAX_HEAD_BYTES].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    /// Reads more bytes into the buffer, waiting at most until `deadline`.
-    fn fill(&mut self, deadline: Instant) -> Result<usize, ReadError> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            return Ok(0);
-        }
-        let n = read_before(&mut self.stream, &mut self.buf[self.end..], deadline)?;
-        if n == 0 {
-            return Err(ReadError::Closed);
-        }
-        self.end += n;
-        Ok(n)
-    }
-
-    /// Waits for the first byte of the next request; `false` when the client closes or idles out.
-    fn await_request(&mut self, deadline: Instant) -> bool {
-        self.end > self.start || self.fill(deadline).is_ok()
-    }
-
-    /// Reads and parses one request head.
-    fn read_head(&mut self, deadline: Instant) -> Result<Head, ReadError> {
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut request = httparse::Request::new(&mut headers);
-            match request.parse(self.buffered()) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let head = Head {
-                        method: request.method.unwrap_or("").to_owned(),
-                        target: request.path.unwrap_or("").to_owned(),
-                        minor: request.version.unwrap_or(1),
-                        headers: request
-                            .headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.name.to_owned(),
-                                    String::from_utf8_lossy(h.value).into_owned(),
-                                )
-                            })
-                            .collect(),
-                    };
-                    self.start += len;
-                    return Ok(head);
-                }
-                Ok(httparse::Status::Partial) => {
-                    if self.end - self.start >= MAX_HEAD_BYTES {
-                        return Err(ReadError::Reply(HookError::HeadTooLarge));
-                    }
-                }
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(ReadError::Reply(HookError::HeadTooLarge))
-                }
-                Err(e) => {
-                    return Err(ReadError::Reply(HookError::BadRequest(format!(
-                        "malformed request head: {e}"
-                    ))))
-                }
-            }
-            self.fill(deadline)?;
-        }
-    }
-
-    /// Copies up to `out.len()` bytes, buffered ones first, then from the socket.
-    fn read_some(&mut self, out: &mut [u8], deadline: Instant) -> Result<usize, ReadError> {
-        let buffered = self.buffered();
-        if !buffered.is_empty() {
-            let n = buffered.len().min(out.len());
-            out[..n].copy_from_slice(&buffered[..n]);
-            self.start += n;
-            return Ok(n);
-        }
-        match read_before(&mut self.stream, out, deadline)? {
-            0 => Err(ReadError::Closed),
-            n => Ok(n),
-        }
-    }
-
-    /// One CRLF-terminated line (without the CRLF), at most `limit` bytes.
-    fn read_line(&mut self, limit: usize, deadline: Instant) -> Result<Vec<u8>, ReadError> {
-        loop {
-            if let Some(pos) = self.buffered().iter().position(|b| *b == b'\n') {
-                let line = &self.buffered()[..pos];
-                let Some(line) = line.strip_suffix(b"\r") else {
-                    return Err(ReadError::Reply(HookError::BadRequest(
-                        "chunked body line not ended by CRLF".into(),
-                    )));
-                };
-                let line = line.to_vec();
-                self.start += pos + 1;
-                return Ok(line);
-            }
-            if self.end - self.start > limit {
-                return Err(ReadError::Reply(HookError::BadRequest(
-                    "chunked body line too long".into(),
-                )));
-            }
-            self.fill(deadline)?;
-        }
-    }
-
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-}
-
-/// `read` with the socket's timeout set to what is left before `deadline`.
-fn read_before(
-    stream: &mut TcpStream,
-    out: &mut [u8],
-    deadline: Instant,
-) -> Result<usize, ReadError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(ReadError::TimedOut);
-    }
-    stream
-        .set_read_timeout(Some(left))
-        .map_err(|_| ReadError::Io)?;
-    loop {
-        match stream.read(out) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(ReadError::TimedOut)
-            }
-            Err(_) => return Err(ReadError::Io),
-        }
-    }
-}
-
-/// Bytes of request bodies held at once, across connections.
-struct Budget {
-    used: Mutex<u64>,
-    freed: Condvar,
-    cap: u64,
-}
-
-impl Budget {
-    fn new(cap: u64) -> Budget {
-        Budget {
-            used: Mutex::new(0),
-            freed: Condvar::new(),
-            cap,
-        }
-    }
-
-    /// Takes `n` bytes, waiting for others to finish until `deadline`.
-    fn take(&self, n: u64, deadline: Instant) -> bool {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if used.saturating_add(n) <= self.cap {
-                *used += n;
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            used = self
-                .freed
-                .wait_timeout(used, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    fn give_back(&self, n: u64) {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        *used = used.saturating_sub(n);
-        self.freed.notify_all();
-    }
-}
-
-/// Bytes taken from the [`Budget`]; given back when dropped.
-struct Reservation {
-    budget: Arc<Budget>,
-    bytes: u64,
-}
-
-impl Reservation {
-    fn grow(&mut self, n: u64, deadline: Instant) -> bool {
-        if self.budget.take(n, deadline) {
-            self.bytes += n;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.budget.give_back(self.bytes);
-    }
-}
-
-/// A body being received: its bytes and the budget they hold.
-struct BodyBuf {
-    data: Vec<u8>,
-    reservation: Reservation,
-    /// Largest body accepted; one byte more means 413.
-    cap: u64,
-}
-
-impl BodyBuf {
-    fn new(budget: &Arc<Budget>, cap: u64) -> BodyBuf {
-        BodyBuf {
-            data: Vec::new(),
-            reservation: Reservation {
-                budget: Arc::clone(budget),
-                bytes: 0,
-            },
-            cap,
-        }
-    }
-
-    /// Reads exactly `n` more bytes into the body.
-    fn read_exact(&mut self, conn: &mut Conn, n: u64, deadline: Instant) -> Result<(), ReadError> {
-        let target = self.data.len() as u64 + n;
-        if target > self.cap {
-            return Err(ReadError::Reply(HookError::PayloadTooLarge));
-        }
-        let target = target as usize;
-        while self.data.len() < target {
-            if self.data.len() == self.data.capacity() {
-                self.grow(target, deadline)?;
-            }
-            let len = self.data.len();
-            let room = (self.data.capacity() - len).min(target - len);
-            self.data.resize(len + room, 0);
-            match conn.read_some(&mut self.data[len..], deadline) {
-                Ok(got) => self.data.truncate(len + got),
-                Err(e) => {
-                    self.data.truncate(len);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Doubles the buffer (at least the first allocation, at most up to `target`), taking the
-    /// extra bytes from the budget first.
-    fn grow(&mut self, target: usize, deadline: Instant) -> Result<(), ReadError> {
-        let capacity = self.data.capacity();
-        let new_capacity = (capacity * 2).max(BODY_FIRST_ALLOCATION).min(target);
-        let extra = (new_capacity - capacity) as u64;
-        if !self.reservation.grow(extra, deadline) {
-            return Err(ReadError::Reply(HookError::Overloaded(
-                "no memory budget for the body in time",
-            )));
-        }
-        self.data.reserve_exact(new_capacity - self.data.len());
-        Ok(())
-    }
-}
-
-fn read_body(
-    conn: &mut Conn,
-    framing: Framing,
-    body: &mut BodyBuf,
-    deadline: Instant,
-) -> Result<(), ReadError> {
-    match framing {
-        Framing::Length(n) => body.read_exact(conn, n, deadline),
-        Framing::Chunked => read_chunked(conn, body, deadline),
-    }
-}
-
-fn read_chunked(conn: &mut Conn, body: &mut BodyBuf, deadline: Instant) -> Result<(), ReadError> {
-    let bad = |why: &str| ReadError::Reply(HookError::BadRequest(why.to_owned()));
-    loop {
-        let line = conn.read_line(MAX_CHUNK_LINE, deadline)?;
-        let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-        let rest = &line[digits..];
-        let rest_ok = rest.is_empty() || rest.trim_ascii_start().first() == Some(&b';');
-        if digits == 0 || digits > 15 || !rest_ok {
-            return Err(bad("malformed chunk size"));
-        }
-        let size = line[..digits].iter().fold(0u64, |n, b| {
-            n * 16 + u64::from((*b as char).to_digit(16).unwrap_or(0))
-        });
-        if size == 0 {
-            // Trailers, bounded like a head, then the empty line.
-            let mut trailer_bytes = 0;
-            loop {
-                let trailer = conn.read_line(MAX_HEAD_BYTES, deadline)?;
-                if trailer.is_empty() {
-                    return Ok(());
-                }
-                trailer_bytes += trailer.len();
-                if trailer_bytes > MAX_HEAD_BYTES {
-                    return Err(ReadError::Reply(HookError::HeadTooLarge));
-                }
-            }
-        }
-        body.read_exact(conn, size, deadline)?;
-        if !conn.read_line(0, deadline)?.is_empty() {
-            return Err(bad("chunk data longer than its size"));
-        }
-    }
-}
-
-/// A reply to write.
-struct Reply {
-    status: u16,
-    body: String,
-    allow_post: bool,
-    close: bool,
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "",
-    }
-}
-
-fn write_reply(conn: &mut Conn, reply: &Reply, head_only: bool) -> io::Result<()> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
-        reply.status,
-        reason(reply.status),
-        reply.body.len()
-    );
-    if reply.allow_post {
-        out.push_str("Allow: POST\r\n");
-    }
-    if reply.close {
-        out.push_str("Connection: close\r\n");
-    }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(&reply.body);
-    }
-    conn.write_all(out.as_bytes())
-}
-
 fn serve_connection(stream: TcpStream, shared: &Shared) {
     let opts = &shared.opts;
     let _ = stream.set_nodelay(true);
@@ -857,7 +361,12 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
 }
 
 /// Serves one request; `true` when the connection may carry another.
-fn serve_request(conn: &mut Conn, shared: &Shared, started: Instant, deadline: Instant) -> bool {
+fn serve_request(
+    conn: &mut Conn<TcpStream>,
+    shared: &Shared,
+    started: Instant,
+    deadline: Instant,
+) -> bool {
     let head = match conn.read_head(deadline) {
         Ok(head) => head,
         Err(ReadError::Closed) | Err(ReadError::Io) => return false,
@@ -982,14 +491,14 @@ impl<'a> Done<'a> {
 }
 
 /// Replies to a request refused before it could be routed, and logs it.
-fn finish_early(conn: &mut Conn, error: HookError, started: Instant) {
+fn finish_early(conn: &mut Conn<TcpStream>, error: HookError, started: Instant) {
     let ctx = Done::new(None, None, "-", started);
     finish(conn, Err(error), &ctx, true, false);
 }
 
 /// Writes the reply for `result`, logs the request, and says whether the connection goes on.
 fn finish(
-    conn: &mut Conn,
+    conn: &mut Conn<TcpStream>,
     result: Result<Outcome, HookError>,
     ctx: &Done<'_>,
     close: bool,
