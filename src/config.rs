@@ -23,6 +23,26 @@ pub const DEFAULT_API: &str = "http://localhost:3030/api/flux";
 
 /// Keys shorter than this are guessable for URL-only sources; warned about, still used.
 const SHORT_KEY_BYTES: usize = 16;
+/// A key file larger than this is a mistake (or `/dev/zero`); it is refused, not read whole.
+const MAX_KEY_BYTES: u64 = 64 * 1024;
+/// A config file larger than this is a mistake; it is refused, not read whole.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads at most `limit` bytes of a file; more is an error naming the limit.
+fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB",
+            limit / 1024
+        )));
+    }
+    Ok(bytes)
+}
 
 /// A loaded, validated configuration.
 #[derive(Debug)]
@@ -166,7 +186,7 @@ struct RawEndpoint {
 
 /// Reads and validates the config file at `path`; key paths are relative to its folder.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let text = std::fs::read(path).map_err(|e| {
+    let text = read_capped(path, MAX_CONFIG_BYTES).map_err(|e| {
         ConfigErrors(vec![format!(
             "config file {}: cannot read it: {e}; pass the right file with --config",
             path.display()
@@ -289,7 +309,7 @@ fn endpoint(
         }
         Some(key_path) => {
             let full = dir.join(key_path);
-            match std::fs::read(&full) {
+            match read_capped(&full, MAX_KEY_BYTES) {
                 Err(e) => {
                     problems.push(format!(
                         "{label}: keyPath: cannot read key file {}: {e}; create it or fix keyPath (relative to the config file's folder)",

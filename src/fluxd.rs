@@ -9,6 +9,11 @@ use crate::change::Change;
 
 /// How much of a success reply is read (fluxd answers 202 with an empty body).
 const MAX_REPLY_BYTES: u64 = 64 * 1024;
+/// First wait before calling a fluxd that refused the connection again (it may be restarting:
+/// a lost notification costs a whole poll interval). Doubles up to [`RETRY_MAX`], within the
+/// delivery's budget.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// Why one notify call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,11 +83,35 @@ impl Fluxd {
         Ok(())
     }
 
-    /// One `POST /v11/notify` that must finish by `deadline`.
+    /// One notification that must finish by `deadline`. A refused connection (nothing was sent)
+    /// is tried again with a short back-off until the deadline; nothing else is retried.
     pub fn notify(&self, change: &Change, deadline: Instant) -> Result<(), NotifyError> {
+        let mut wait = RETRY_FIRST;
+        let mut attempts = 1;
+        loop {
+            match self.attempt(change, deadline) {
+                Err(Attempt::Refused(why)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left <= wait {
+                        return Err(NotifyError::Unreachable(format!(
+                            "{why} ({attempts} attempts)"
+                        )));
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(RETRY_MAX);
+                    attempts += 1;
+                }
+                Err(Attempt::Failed(error)) => return Err(error),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// One `POST /v11/notify`.
+    fn attempt(&self, change: &Change, deadline: Instant) -> Result<(), Attempt> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(NotifyError::TimedOut);
+            return Err(Attempt::Failed(NotifyError::TimedOut));
         }
         let mut response = self
             .agent
@@ -93,10 +122,15 @@ impl Fluxd {
             .timeout_global(Some(remaining))
             .build()
             .send(&change.to_json()[..])
-            .map_err(classify)?;
+            .map_err(|e| match e {
+                ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    Attempt::Refused(io.to_string())
+                }
+                other => Attempt::Failed(classify(other)),
+            })?;
         let status = response.status().as_u16();
         if !matches!(status, 200 | 201 | 202 | 204) {
-            return Err(NotifyError::Rejected(status));
+            return Err(Attempt::Failed(NotifyError::Rejected(status)));
         }
         let mut body = Vec::new();
         response
@@ -104,16 +138,23 @@ impl Fluxd {
             .as_reader()
             .take(MAX_REPLY_BYTES)
             .read_to_end(&mut body)
-            .map_err(|e| classify_io(&e))?;
+            .map_err(|e| Attempt::Failed(classify_io(&e)))?;
         if !body.iter().all(u8::is_ascii_whitespace)
             && serde_json::from_slice::<serde_json::Value>(&body).is_err()
         {
-            return Err(NotifyError::Garbled(format!(
+            return Err(Attempt::Failed(NotifyError::Garbled(format!(
                 "status {status} with a body that is not JSON"
-            )));
+            ))));
         }
         Ok(())
     }
+}
+
+/// How one attempt ended, when it did not succeed.
+enum Attempt {
+    /// Connection refused: nothing reached fluxd, so trying again is safe.
+    Refused(String),
+    Failed(NotifyError),
 }
 
 fn classify(error: ureq::Error) -> NotifyError {

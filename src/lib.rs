@@ -6,6 +6,8 @@ pub mod change;
 pub mod config;
 pub mod error;
 pub mod fluxd;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod server;
 pub mod signature;

@@ -10,12 +10,15 @@ use flux_recv::config;
 use flux_recv::log;
 use flux_recv::server::{Options, Server};
 use flux_recv::sources::Source;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 struct Cli {
     config: PathBuf,
     options: Options,
+    shutdown_grace: Duration,
 }
 
 enum Command {
@@ -39,6 +42,7 @@ Flags (--flag VALUE or --flag=VALUE):
   --read-timeout SECS    time to receive a whole request [default: {read}]
   --notify-timeout SECS  time for all fluxd notify calls of one delivery [default: {notify}]
   --max-connections N    open connections at once; past it 503 [default: {conns}]
+  --shutdown-grace SECS  on SIGTERM/SIGINT, time for requests in progress [default: 10]
   -h, --help             this text
   -V, --version          the version
 
@@ -91,6 +95,7 @@ fn parse_args(raw: Vec<std::ffi::OsString>) -> Result<Command, String> {
     )? as u64;
     let read_timeout = seconds(&mut args, "--read-timeout", defaults.read_timeout)?;
     let notify_timeout = seconds(&mut args, "--notify-timeout", defaults.notify_timeout)?;
+    let shutdown_grace = seconds(&mut args, "--shutdown-grace", Duration::from_secs(10))?;
     let max_connections = count(
         &mut args,
         "--max-connections",
@@ -109,6 +114,7 @@ fn parse_args(raw: Vec<std::ffi::OsString>) -> Result<Command, String> {
     }
     Ok(Command::Serve(Cli {
         config,
+        shutdown_grace,
         options: Options {
             listen,
             threads,
@@ -217,7 +223,36 @@ fn serve(cli: Cli) -> ExitCode {
             ("notify_timeout_s", &o.notify_timeout.as_secs_f64()),
         ],
     );
-    server.run();
+    // Registered before serving, so a signal can never hit the default (die at once) action.
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("flux-recv: cannot handle signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let running = server.spawn();
+    if let Some(signal) = signals.forever().next() {
+        let name = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        log::info(
+            "stopping",
+            &[
+                ("signal", &name),
+                ("in_flight", &running.busy()),
+                ("grace_s", &cli.shutdown_grace.as_secs_f64()),
+            ],
+        );
+    }
+    let left = running.shutdown(cli.shutdown_grace);
+    if left > 0 {
+        log::warn("stopped with requests unanswered", &[("in_flight", &left)]);
+    } else {
+        log::info("stopped", &[]);
+    }
     ExitCode::SUCCESS
 }
 

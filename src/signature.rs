@@ -1,7 +1,7 @@
 //! Authenticity checks: HMAC signatures over the raw body and constant-time token compares.
 //!
-//! Every comparison of a secret or of a value derived from one goes through [`constant_time_eq`]
-//! (tokens, route digests) or the `hmac` crate's `verify_slice` (MACs), never through `==`.
+//! Every comparison of a secret or of a value derived from one (MACs, tokens, route digests) goes
+//! through the one function [`constant_time_eq`], never through `==`.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
@@ -99,22 +99,27 @@ fn check(
     tag: &[u8],
     name: &'static str,
 ) -> Result<(), SignatureError> {
-    // `new_from_slice` accepts keys of any length for HMAC; the error arm cannot happen.
-    let ok = match algorithm {
-        Algorithm::Sha1 => Hmac::<Sha1>::new_from_slice(key)
-            .map(|m| m.chain_update(body).verify_slice(tag).is_ok())
-            .unwrap_or(false),
-        Algorithm::Sha256 => Hmac::<Sha256>::new_from_slice(key)
-            .map(|m| m.chain_update(body).verify_slice(tag).is_ok())
-            .unwrap_or(false),
-        Algorithm::Sha512 => Hmac::<Sha512>::new_from_slice(key)
-            .map(|m| m.chain_update(body).verify_slice(tag).is_ok())
-            .unwrap_or(false),
-    };
-    if ok {
+    if constant_time_eq(&mac(algorithm, key, body), tag) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch(name))
+    }
+}
+
+/// The HMAC of `body` under `key`.
+fn mac(algorithm: Algorithm, key: &[u8], body: &[u8]) -> Vec<u8> {
+    match algorithm {
+        Algorithm::Sha1 => mac_with::<Hmac<Sha1>>(key, body),
+        Algorithm::Sha256 => mac_with::<Hmac<Sha256>>(key, body),
+        Algorithm::Sha512 => mac_with::<Hmac<Sha512>>(key, body),
+    }
+}
+
+fn mac_with<M: Mac + KeyInit>(key: &[u8], body: &[u8]) -> Vec<u8> {
+    // HMAC takes keys of any length, so `new_from_slice` cannot fail here.
+    match <M as KeyInit>::new_from_slice(key) {
+        Ok(mac) => mac.chain_update(body).finalize().into_bytes().to_vec(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -126,7 +131,8 @@ pub fn tokens_equal(presented: &[u8], key: &[u8]) -> bool {
     constant_time_eq(&a, &b)
 }
 
-/// The one constant-time equality of this crate: time depends on the length only.
+/// The one constant-time equality of this crate: its time depends on the lengths only, never on
+/// where the bytes differ. Lengths are not secret here (a MAC's length is its algorithm's).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -138,20 +144,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Lowercase hex HMAC of `body` under `key`, for tests and examples that sign deliveries.
+/// Lowercase hex HMAC of `body` under `key`, for tests, fuzzing and examples that sign deliveries.
 pub fn sign_hex(algorithm: Algorithm, key: &[u8], body: &[u8]) -> String {
-    match algorithm {
-        Algorithm::Sha1 => hmac_hex::<Hmac<Sha1>>(key, body),
-        Algorithm::Sha256 => hmac_hex::<Hmac<Sha256>>(key, body),
-        Algorithm::Sha512 => hmac_hex::<Hmac<Sha512>>(key, body),
-    }
-}
-
-fn hmac_hex<M: Mac + KeyInit>(key: &[u8], body: &[u8]) -> String {
-    match <M as KeyInit>::new_from_slice(key) {
-        Ok(mac) => hex::encode(mac.chain_update(body).finalize().into_bytes()),
-        Err(_) => String::new(),
-    }
+    hex::encode(mac(algorithm, key, body))
 }
 
 #[cfg(test)]

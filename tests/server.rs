@@ -427,3 +427,26 @@ fn notify_sends_exactly_the_contract() {
     );
     server.stop();
 }
+
+#[test]
+fn a_restarting_fluxd_is_retried_within_the_notify_budget() {
+    // fluxd is down when the delivery arrives and back 300 ms later, on the same port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fluxd_addr = listener.local_addr().unwrap();
+    drop(listener);
+    let api = format!("http://{fluxd_addr}/api/flux");
+    let server = gitlab_server(&api); // notify timeout 1 s
+    let comes_back = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        FakeFluxd::start_on(fluxd_addr, Behaviour::Real)
+    });
+    let started = Instant::now();
+    let reply = post(server.addr(), &route_of(KEY, ""), &gitlab_headers(), PUSH);
+    let elapsed = started.elapsed();
+    let fluxd = comes_back.join().unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    assert_eq!(fluxd.requests().len(), 1);
+    server.stop();
+}

@@ -98,6 +98,8 @@ struct Shared {
     fluxd: Fluxd,
     opts: Options,
     open: AtomicUsize,
+    /// Requests between a complete head and a written reply.
+    busy: AtomicUsize,
     stopping: AtomicBool,
     jobs: mpsc::Sender<Job>,
     budget: Arc<Budget>,
@@ -137,6 +139,7 @@ impl Server {
             budget: Arc::new(Budget::new(opts.body_budget())),
             opts,
             open: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             jobs: tx,
         });
@@ -192,12 +195,35 @@ impl Running {
 
     /// Stops accepting; connections in progress finish on their own threads.
     pub fn stop(mut self) {
+        self.stop_accepting();
+    }
+
+    fn stop_accepting(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         // Wake the acceptor, blocked in accept(), with a connection of our own.
         let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
+    }
+
+    /// Stops accepting (the listener closes), then waits up to `grace` for requests in progress
+    /// to be answered. Returns how many were still in progress when it gave up (0: a clean stop).
+    pub fn shutdown(mut self, grace: Duration) -> usize {
+        self.stop_accepting();
+        let deadline = Instant::now() + grace;
+        loop {
+            let busy = self.shared.busy.load(Ordering::SeqCst);
+            if busy == 0 || Instant::now() >= deadline {
+                return busy;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Requests being handled right now.
+    pub fn busy(&self) -> usize {
+        self.shared.busy.load(Ordering::SeqCst)
     }
 
     /// Connections open right now.
@@ -282,6 +308,22 @@ fn refuse_overloaded(stream: TcpStream) {
     );
 }
 
+/// Counts a request as in progress until dropped.
+struct BusyGuard<'a>(&'a AtomicUsize);
+
+impl<'a> BusyGuard<'a> {
+    fn new(counter: &'a AtomicUsize) -> BusyGuard<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        BusyGuard(counter)
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct OpenGuard<'a>(&'a AtomicUsize);
 
 impl Drop for OpenGuard<'_> {
@@ -322,6 +364,10 @@ fn process(
     endpoint: &Endpoint,
     incoming: &Incoming,
 ) -> Result<Outcome, HookError> {
+    #[cfg(test)]
+    if incoming.header(tests::PANIC_HEADER).is_some() {
+        panic!("test-only panic requested");
+    }
     let outcome = endpoint.source.handle(incoming, endpoint)?;
     if let Outcome::Notify(changes) = &outcome {
         shared
@@ -353,6 +399,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         first = false;
         let deadline = started + opts.read_timeout;
         let keep_going = serve_request(&mut conn, shared, started, deadline);
+        // Once stopping, no connection carries another request.
         if !keep_going || shared.stopping.load(Ordering::SeqCst) {
             let _ = conn.stream.shutdown(Shutdown::Write);
             return;
@@ -379,6 +426,7 @@ fn serve_request(
             return false;
         }
     };
+    let _busy = BusyGuard::new(&shared.busy);
     let head_only = head.method == "HEAD";
     let framing = match framing(&head) {
         Ok(f) => f,
@@ -463,7 +511,8 @@ fn serve_request(
         Ok(()) => rx.recv().unwrap_or(Err(HookError::Panic)),
         Err(_) => Err(HookError::Overloaded("handler pool stopped")),
     };
-    finish(conn, result, &ctx, !keep_alive, false)
+    let close = !keep_alive || shared.stopping.load(Ordering::SeqCst);
+    finish(conn, result, &ctx, close, false)
 }
 
 /// What the log line of a finished request says besides its result.
@@ -558,5 +607,68 @@ fn loggable_path(path: &str) -> String {
     match path.strip_prefix("/hook/") {
         Some(rest) => format!("/hook/{}", sources::printable(&rest[..rest.len().min(8)])),
         None => sources::printable(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Key;
+    use crate::sources::Source;
+    use std::io::Read;
+
+    /// Only in unit-test builds: a request with this header makes its handler panic.
+    pub(super) const PANIC_HEADER: &str = "X-Flux-Recv-Test-Panic";
+
+    fn ask(addr: SocketAddr, request: &str) -> String {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        reply
+    }
+
+    #[test]
+    fn a_handler_panic_is_a_500_and_the_pool_serves_on() {
+        let endpoint = Endpoint::new(
+            0,
+            Source::DockerHub,
+            Key::new(b"panic-test-key-0123456789".to_vec()),
+            "k".into(),
+            None,
+        );
+        let route = endpoint.route();
+        let config = Config {
+            api: "http://127.0.0.1:9/api/flux".into(),
+            endpoints: vec![Arc::new(endpoint)],
+        };
+        let opts = Options {
+            listen: "127.0.0.1:0".into(),
+            threads: 1,
+            notify_timeout: Duration::from_millis(300),
+            ..Options::default()
+        };
+        let server = Server::bind(&config, opts).unwrap().spawn();
+        let panic_request = format!(
+            "POST {route} HTTP/1.1\r\nHost: x\r\n{PANIC_HEADER}: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        // Twice with one handler thread: the second panic proves the first did not kill it.
+        for _ in 0..2 {
+            let reply = ask(server.addr(), &panic_request);
+            assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
+            assert!(reply.ends_with("Internal server error"), "{reply}");
+        }
+        // And a normal delivery still reaches a handler (fluxd is down here: 502, not a hang).
+        let body = r#"{"repository":{"repo_name":"a/b"}}"#;
+        let normal = format!(
+            "POST {route} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let reply = ask(server.addr(), &normal);
+        assert!(reply.starts_with("HTTP/1.1 502 "), "{reply}");
+        server.stop();
     }
 }

@@ -73,7 +73,12 @@ pub struct FakeFluxd {
 
 impl FakeFluxd {
     pub fn start(behaviour: Behaviour) -> FakeFluxd {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake fluxd");
+        FakeFluxd::start_on("127.0.0.1:0".parse().unwrap(), behaviour)
+    }
+
+    /// A fake fluxd on a given address (to stand in for a fluxd that comes back).
+    pub fn start_on(addr: SocketAddr, behaviour: Behaviour) -> FakeFluxd {
+        let listener = TcpListener::bind(addr).expect("bind fake fluxd");
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(behaviour));
@@ -485,4 +490,136 @@ pub fn start_config(config: &config::Config, opts: Options) -> Running {
     )
     .expect("bind")
     .spawn()
+}
+
+/// The flux-recv binary running as a child process, with its stderr collected line by line.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `sh -c "<prefix> exec flux-recv --listen 127.0.0.1:0 <args>"` and waits for its
+    /// `listening` line.
+    pub fn start_with_prefix(prefix: &str, args: &[&str]) -> Proc {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut script = format!(
+            "{prefix} exec '{}' --listen 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_flux-recv")
+        );
+        for arg in args {
+            script.push_str(&format!(" '{arg}'"));
+        }
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flux-recv");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::clone(&stderr);
+        let err = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(addr) = line
+                    .split(' ')
+                    .find_map(|f| f.strip_prefix("addr="))
+                    .filter(|_| line.contains("msg=listening"))
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let out_lines = Arc::clone(&stdout);
+        let out = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                out_lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("flux-recv did not start: {:?}", stderr.lock().unwrap()));
+        Proc {
+            child,
+            addr: addr.parse().expect("listening addr"),
+            stderr,
+            stdout,
+        }
+    }
+
+    pub fn start(args: &[&str]) -> Proc {
+        Proc::start_with_prefix("", args)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of /proc/<pid>/status, in the unit the kernel gives (kB for memory).
+    pub fn status(&self, field: &str) -> u64 {
+        let text =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{name}");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code, or None if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a config for these endpoints and returns its path.
+pub fn config_file(endpoints: &[Ep], api: &str) -> PathBuf {
+    let dir = temp_dir("proc");
+    let mut yaml = format!("fluxRecvVersion: 1\napi: {api}\nendpoints:\n");
+    for (i, ep) in endpoints.iter().enumerate() {
+        let key_file = format!("key{i}");
+        std::fs::write(dir.join(&key_file), &ep.key).unwrap();
+        yaml.push_str(&format!("- source: {}\n  keyPath: {key_file}\n", ep.source));
+        if let Some(host) = ep.registry_host {
+            yaml.push_str(&format!("  registryHost: {host}\n"));
+        }
+    }
+    let path = dir.join("fluxrecv.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
 }

@@ -1,0 +1,48 @@
+//! Replays the fuzz corpus kept in `tests/fuzz/corpus/<target>/` through the same entry points
+//! the fuzz targets use, on stable: every input that ever found a bug stays a regression test.
+
+use std::path::Path;
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz/corpus")
+        .join(target);
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let outcome = std::panic::catch_unwind(|| run(&data));
+        assert!(outcome.is_ok(), "{target}: {} panics", path.display());
+        count += 1;
+    }
+    assert!(
+        count >= 5,
+        "{target}: only {count} corpus files in {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn http_request_corpus() {
+    replay("http_request", flux_recv::fuzzing::http_request);
+}
+
+#[test]
+fn source_payload_corpus() {
+    replay("source_payload", flux_recv::fuzzing::source_payload);
+}
+
+#[test]
+fn image_ref_corpus() {
+    replay("image_ref", flux_recv::fuzzing::image_ref);
+}
+
+#[test]
+fn signature_header_corpus() {
+    replay("signature_header", flux_recv::fuzzing::signature_header);
+}
+
+#[test]
+fn config_yaml_corpus() {
+    replay("config_yaml", flux_recv::fuzzing::config_yaml);
+}
