@@ -6,6 +6,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use crate::change::Change;
+use crate::metrics::{self, NotifyResult};
 
 /// How much of a success reply is read (fluxd answers 202 with an empty body).
 const MAX_REPLY_BYTES: u64 = 64 * 1024;
@@ -86,6 +87,19 @@ impl Fluxd {
     /// One notification that must finish by `deadline`. A refused connection (nothing was sent)
     /// is tried again with a short back-off until the deadline; nothing else is retried.
     pub fn notify(&self, change: &Change, deadline: Instant) -> Result<(), NotifyError> {
+        let started = Instant::now();
+        let result = self.notify_with_retries(change, deadline);
+        let label = match &result {
+            Ok(()) => NotifyResult::Ok,
+            Err(NotifyError::Rejected(_) | NotifyError::Garbled(_)) => NotifyResult::Rejected,
+            Err(NotifyError::Unreachable(_)) => NotifyResult::Unreachable,
+            Err(NotifyError::TimedOut) => NotifyResult::TimedOut,
+        };
+        metrics::get().notify(label, started.elapsed());
+        result
+    }
+
+    fn notify_with_retries(&self, change: &Change, deadline: Instant) -> Result<(), NotifyError> {
         let mut wait = RETRY_FIRST;
         let mut attempts = 1;
         loop {

@@ -9,6 +9,7 @@ pub mod fluxd;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod log;
+pub mod metrics;
 pub mod server;
 pub mod signature;
 pub mod sources;

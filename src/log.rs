@@ -1,33 +1,88 @@
-//! Log lines on stderr in logfmt (`ts=… level=… msg=… key=value`), one write per line so lines
-//! from different threads never interleave. Nothing here knows about keys: callers pass only
-//! what may be shown (source, an 8-hex digest prefix, outcomes), never a key, MAC or full digest.
+//! Log lines on stderr, one write per line so lines from different threads never interleave:
+//! logfmt by default (`ts=… level=… msg=… key=value`), or one JSON object per line with the same
+//! fields (`--log-format json`), filtered by `--log-level`. Nothing here knows about keys:
+//! callers pass only what may be shown (source, an 8-hex digest prefix, outcomes), never a key,
+//! a MAC or a full digest.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    Info,
-    Warn,
-    Error,
+    Debug = 0,
+    Info = 1,
+    Warn = 2,
+    Error = 3,
 }
 
 impl Level {
     fn as_str(self) -> &'static str {
         match self {
+            Level::Debug => "debug",
             Level::Info => "info",
             Level::Warn => "warn",
             Level::Error => "error",
         }
     }
+
+    /// `error`, `warn`, `info` or `debug`.
+    pub fn parse(name: &str) -> Option<Level> {
+        [Level::Debug, Level::Info, Level::Warn, Level::Error]
+            .into_iter()
+            .find(|l| l.as_str() == name)
+    }
 }
 
-/// Writes one line: `ts=… level=… msg=…` followed by `fields` in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Logfmt,
+    Json,
+}
+
+impl Format {
+    /// `logfmt` or `json`.
+    pub fn parse(name: &str) -> Option<Format> {
+        match name {
+            "logfmt" => Some(Format::Logfmt),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+static MIN_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static FORMAT: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the process's log format and lowest level shown.
+pub fn configure(format: Format, level: Level) {
+    FORMAT.store(u8::from(format == Format::Json), Ordering::Relaxed);
+    MIN_LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// Whether lines of this level are written.
+pub fn enabled(level: Level) -> bool {
+    level as u8 >= MIN_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Writes one line: ts, level, msg, then `fields` in order.
 pub fn emit(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
-    let line = format_line(&now_rfc3339(), level, msg, fields);
+    if !enabled(level) {
+        return;
+    }
+    let ts = now_rfc3339();
+    let line = if FORMAT.load(Ordering::Relaxed) == 1 {
+        json_line(&ts, level, msg, fields)
+    } else {
+        logfmt_line(&ts, level, msg, fields)
+    };
     // A closed stderr must not take the server down.
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+pub fn debug(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+    emit(Level::Debug, msg, fields);
 }
 
 pub fn info(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
@@ -42,7 +97,7 @@ pub fn error(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
     emit(Level::Error, msg, fields);
 }
 
-fn format_line(
+fn logfmt_line(
     ts: &str,
     level: Level,
     msg: &str,
@@ -50,12 +105,12 @@ fn format_line(
 ) -> String {
     let mut line = String::with_capacity(160);
     let _ = write!(line, "ts={ts} level={} msg=", level.as_str());
-    push_value(&mut line, msg);
+    push_logfmt_value(&mut line, msg);
     for (key, value) in fields {
         line.push(' ');
         line.push_str(key);
         line.push('=');
-        push_value(&mut line, &value.to_string());
+        push_logfmt_value(&mut line, &value.to_string());
     }
     line.push('\n');
     line
@@ -63,7 +118,7 @@ fn format_line(
 
 /// A logfmt value: bare when it is plain, otherwise quoted with `"`, `\` and control characters
 /// escaped, so a sender-chosen string cannot forge a field or a line.
-fn push_value(line: &mut String, value: &str) {
+fn push_logfmt_value(line: &mut String, value: &str) {
     let plain = !value.is_empty()
         && value
             .chars()
@@ -87,6 +142,35 @@ fn push_value(line: &mut String, value: &str) {
         }
     }
     line.push('"');
+}
+
+/// The same fields as one JSON object; whole numbers stay numbers.
+fn json_line(
+    ts: &str,
+    level: Level,
+    msg: &str,
+    fields: &[(&str, &dyn std::fmt::Display)],
+) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("ts".into(), ts.into());
+    object.insert("level".into(), level.as_str().into());
+    object.insert("msg".into(), msg.into());
+    for (key, value) in fields {
+        let text = value.to_string();
+        let value = match text.parse::<u64>() {
+            Ok(n) if !text.starts_with('0') || text == "0" => serde_json::Value::from(n),
+            _ => match text.parse::<f64>() {
+                Ok(f) if f.is_finite() && text.contains('.') && !text.starts_with('.') => {
+                    serde_json::Value::from(f)
+                }
+                _ => serde_json::Value::from(text),
+            },
+        };
+        object.insert((*key).to_owned(), value);
+    }
+    let mut line = serde_json::Value::Object(object).to_string();
+    line.push('\n');
+    line
 }
 
 /// Now as `2026-11-30T04:28:10.123Z`.
@@ -135,8 +219,8 @@ mod tests {
     }
 
     #[test]
-    fn values_are_quoted_and_escaped_when_needed() {
-        let line = format_line(
+    fn logfmt_values_are_quoted_and_escaped_when_needed() {
+        let line = logfmt_line(
             "T",
             Level::Warn,
             "request",
@@ -151,5 +235,40 @@ mod tests {
             line,
             "ts=T level=warn msg=request source=GitHub detail=\"a \\\"b\\\"\\nc=d\" empty=\"\" status=401\n"
         );
+    }
+
+    #[test]
+    fn json_lines_have_the_same_fields_and_keep_numbers() {
+        let line = json_line(
+            "T",
+            Level::Info,
+            "request",
+            &[
+                ("source", &"GitLab"),
+                ("hook", &"0123abcd"),
+                ("status", &200),
+                ("elapsed_ms", &"1.5"),
+                ("detail", &"x\"\ny"),
+            ],
+        );
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ts"], "T");
+        assert_eq!(v["level"], "info");
+        assert_eq!(v["msg"], "request");
+        assert_eq!(v["source"], "GitLab");
+        assert_eq!(v["hook"], "0123abcd");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["elapsed_ms"], 1.5);
+        assert_eq!(v["detail"], "x\"\ny");
+    }
+
+    #[test]
+    fn levels_parse_and_order() {
+        assert_eq!(Level::parse("warn"), Some(Level::Warn));
+        assert_eq!(Level::parse("WARN"), None);
+        assert!(Level::Debug < Level::Info && Level::Warn < Level::Error);
+        assert_eq!(Format::parse("json"), Some(Format::Json));
+        assert_eq!(Format::parse("text"), None);
     }
 }

@@ -19,6 +19,13 @@ const MAX_CHUNK_LINE: usize = 1024;
 /// Body buffers start this small and double, so a client that declares a large body but sends
 /// nothing holds almost no memory.
 const BODY_FIRST_ALLOCATION: usize = 64 * 1024;
+/// Bodies up to this size (nearly every webhook) are read without touching the shared budget:
+/// a per-connection constant. A larger body takes its whole size from the budget at once (its
+/// `Content-Length`, or the cap when chunked), so no request ever waits for the budget while
+/// holding part of it, and bodies cannot deadlock each other.
+pub(crate) const BODY_ALLOWANCE: u64 = 64 * 1024;
+/// Bytes read (and zeroed ahead of the read) at a time.
+const READ_STEP: usize = 64 * 1024;
 
 /// A request head, owned.
 pub(crate) struct Head {
@@ -423,6 +430,8 @@ pub(crate) struct BodyBuf {
     pub(crate) reservation: Reservation,
     /// Largest body accepted; one byte more means 413.
     cap: u64,
+    /// What to take from the budget once past [`BODY_ALLOWANCE`]: the declared length, or the cap.
+    whole: u64,
 }
 
 impl BodyBuf {
@@ -434,6 +443,7 @@ impl BodyBuf {
                 bytes: 0,
             },
             cap,
+            whole: cap,
         }
     }
 
@@ -448,13 +458,31 @@ impl BodyBuf {
         if target > self.cap {
             return Err(ReadError::Reply(HookError::PayloadTooLarge));
         }
+        if target > BODY_ALLOWANCE && self.reservation.bytes == 0 {
+            let whole = self.whole.max(target);
+            if !self.reservation.grow(whole, deadline) {
+                return Err(ReadError::Reply(HookError::Overloaded(
+                    "no memory budget for the body in time",
+                )));
+            }
+        }
         let target = target as usize;
+        if self.reservation.bytes >= self.whole && self.data.capacity() < target {
+            // The whole declared body is paid for: one allocation, no copies while it grows.
+            // Pages are only touched as bytes arrive (reads go in steps of READ_STEP).
+            self.data
+                .reserve_exact(self.whole as usize - self.data.len());
+        }
         while self.data.len() < target {
             if self.data.len() == self.data.capacity() {
-                self.grow(target, deadline)?;
+                let capacity = self.data.capacity();
+                let new_capacity = (capacity * 2).max(BODY_FIRST_ALLOCATION).min(target);
+                self.data.reserve_exact(new_capacity - self.data.len());
             }
             let len = self.data.len();
-            let room = (self.data.capacity() - len).min(target - len);
+            let room = (self.data.capacity() - len)
+                .min(target - len)
+                .min(READ_STEP);
             self.data.resize(len + room, 0);
             match conn.read_some(&mut self.data[len..], deadline) {
                 Ok(got) => self.data.truncate(len + got),
@@ -466,21 +494,6 @@ impl BodyBuf {
         }
         Ok(())
     }
-
-    /// Doubles the buffer (at least the first allocation, at most up to `target`), taking the
-    /// extra bytes from the budget first.
-    fn grow(&mut self, target: usize, deadline: Instant) -> Result<(), ReadError> {
-        let capacity = self.data.capacity();
-        let new_capacity = (capacity * 2).max(BODY_FIRST_ALLOCATION).min(target);
-        let extra = (new_capacity - capacity) as u64;
-        if !self.reservation.grow(extra, deadline) {
-            return Err(ReadError::Reply(HookError::Overloaded(
-                "no memory budget for the body in time",
-            )));
-        }
-        self.data.reserve_exact(new_capacity - self.data.len());
-        Ok(())
-    }
 }
 
 pub(crate) fn read_body(
@@ -489,6 +502,9 @@ pub(crate) fn read_body(
     body: &mut BodyBuf,
     deadline: Instant,
 ) -> Result<(), ReadError> {
+    if let Framing::Length(n) = framing {
+        body.whole = n;
+    }
     match framing {
         Framing::Length(n) => body.read_exact(conn, n, deadline),
         Framing::Chunked => read_chunked(conn, body, deadline),
@@ -537,8 +553,23 @@ pub(crate) fn read_chunked(
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) body: String,
+    pub(crate) content_type: &'static str,
     pub(crate) allow_post: bool,
+    pub(crate) request_id: Option<String>,
     pub(crate) close: bool,
+}
+
+impl Default for Reply {
+    fn default() -> Reply {
+        Reply {
+            status: 200,
+            body: String::new(),
+            content_type: "text/plain; charset=utf-8",
+            allow_post: false,
+            request_id: None,
+            close: false,
+        }
+    }
 }
 
 pub(crate) fn reason(status: u16) -> &'static str {
@@ -566,13 +597,19 @@ pub(crate) fn write_reply(
     head_only: bool,
 ) -> io::Result<()> {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
         reply.status,
         reason(reply.status),
+        reply.content_type,
         reply.body.len()
     );
     if reply.allow_post {
         out.push_str("Allow: POST\r\n");
+    }
+    if let Some(id) = &reply.request_id {
+        out.push_str("X-Request-Id: ");
+        out.push_str(id);
+        out.push_str("\r\n");
     }
     if reply.close {
         out.push_str("Connection: close\r\n");

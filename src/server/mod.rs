@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crate::config::{Config, Endpoint, Routes};
 use crate::error::{self, HookError};
 use crate::fluxd::Fluxd;
 use crate::log;
+use crate::metrics::{self, RequestOutcome};
 use crate::sources::{self, Incoming, Outcome};
 
 mod http;
@@ -49,6 +50,8 @@ pub struct Options {
     pub notify_timeout: Duration,
     /// Open connections at once; past it, a fast 503 and close.
     pub max_connections: usize,
+    /// A separate listener for `/metrics` (then not served on the main one).
+    pub listen_metrics: Option<String>,
 }
 
 impl Default for Options {
@@ -60,6 +63,7 @@ impl Default for Options {
             read_timeout: Duration::from_secs(10),
             notify_timeout: Duration::from_secs(5),
             max_connections: 256,
+            listen_metrics: None,
         }
     }
 }
@@ -93,9 +97,34 @@ pub fn listen_addrs(listen: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-struct Shared {
+/// What a config turns into: the route table and the fluxd client. Swapped whole on reload;
+/// requests in progress keep the table they started with.
+pub struct Table {
     routes: Routes,
     fluxd: Fluxd,
+}
+
+impl Table {
+    pub fn new(config: &Config, notify_timeout: Duration) -> Table {
+        Table {
+            routes: Routes::new(config),
+            fluxd: Fluxd::new(&config.api, notify_timeout),
+        }
+    }
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Hooks, `/health`, `/ready`, and `/metrics` unless it has its own listener.
+    Main,
+    /// `--listen-metrics`: `/metrics` (and `/health`) only.
+    Metrics,
+}
+
+struct Shared {
+    table: RwLock<Arc<Table>>,
+    separate_metrics: bool,
     opts: Options,
     open: AtomicUsize,
     /// Requests between a complete head and a written reply.
@@ -108,6 +137,7 @@ struct Shared {
 /// A bound server, not yet serving.
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     jobs: mpsc::Receiver<Job>,
 }
@@ -122,20 +152,15 @@ pub struct Running {
 impl Server {
     /// Binds the listener; nothing is served until [`Server::spawn`] or [`Server::run`].
     pub fn bind(config: &Config, opts: Options) -> Result<Server, String> {
-        let addrs = listen_addrs(&opts.listen)?;
-        let mut last_error = None;
-        let listener = addrs.iter().find_map(|addr| match TcpListener::bind(addr) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                last_error = Some(format!("--listen {}: cannot bind {addr}: {e}", opts.listen));
-                None
-            }
-        });
-        let listener = listener.ok_or_else(|| last_error.unwrap_or_default())?;
+        let listener = bind_one("--listen", &opts.listen)?;
+        let metrics_listener = match &opts.listen_metrics {
+            Some(addr) => Some(bind_one("--listen-metrics", addr)?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
-            routes: Routes::new(config),
-            fluxd: Fluxd::new(&config.api, opts.notify_timeout),
+            table: RwLock::new(Arc::new(Table::new(config, opts.notify_timeout))),
+            separate_metrics: metrics_listener.is_some(),
             budget: Arc::new(Budget::new(opts.body_budget())),
             opts,
             open: AtomicUsize::new(0),
@@ -145,9 +170,17 @@ impl Server {
         });
         Ok(Server {
             listener,
+            metrics_listener,
             shared,
             jobs: rx,
         })
+    }
+
+    /// The `--listen-metrics` address, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -176,16 +209,36 @@ impl Server {
         let jobs = Arc::new(Mutex::new(self.jobs));
         for n in 0..self.shared.opts.threads.max(1) {
             let jobs = Arc::clone(&jobs);
-            let shared = Arc::clone(&self.shared);
             let spawned = thread::Builder::new()
                 .name(format!("handler-{n}"))
-                .spawn(move || handler_loop(&shared, &jobs));
+                .spawn(move || handler_loop(&jobs));
             if let Err(e) = spawned {
                 log::error("cannot start handler thread", &[("error", &e)]);
             }
         }
-        accept_loop(&self.listener, &self.shared);
+        if let Some(metrics) = self.metrics_listener {
+            let shared = Arc::clone(&self.shared);
+            let spawned = thread::Builder::new()
+                .name("metrics-acceptor".into())
+                .spawn(move || accept_loop(&metrics, &shared, Role::Metrics));
+            if let Err(e) = spawned {
+                log::error("cannot start the metrics listener", &[("error", &e)]);
+            }
+        }
+        accept_loop(&self.listener, &self.shared, Role::Main);
     }
+}
+
+fn bind_one(flag: &str, listen: &str) -> Result<TcpListener, String> {
+    let addrs = listen_addrs(listen).map_err(|e| e.replace("--listen", flag))?;
+    let mut last_error = String::new();
+    for addr in &addrs {
+        match TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = format!("{flag} {listen}: cannot bind {addr}: {e}"),
+        }
+    }
+    Err(last_error)
 }
 
 impl Running {
@@ -226,6 +279,16 @@ impl Running {
         self.shared.busy.load(Ordering::SeqCst)
     }
 
+    /// Swaps in the table of a new config; requests in progress finish on the old one.
+    pub fn reload(&self, config: &Config) {
+        let table = Arc::new(Table::new(config, self.shared.opts.notify_timeout));
+        *self
+            .shared
+            .table
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
+    }
+
     /// Connections open right now.
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
@@ -244,7 +307,7 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, role: Role) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = listener.accept();
@@ -278,7 +341,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             .stack_size(CONNECTION_STACK_BYTES)
             .spawn(move || {
                 let _open = OpenGuard(&conn_shared.open);
-                serve_connection(stream, &conn_shared);
+                serve_connection(stream, &conn_shared, role);
             });
         if let Err(e) = spawned {
             shared.open.fetch_sub(1, Ordering::SeqCst);
@@ -336,12 +399,13 @@ impl Drop for OpenGuard<'_> {
 struct Job {
     incoming: Incoming,
     endpoint: Arc<Endpoint>,
+    table: Arc<Table>,
     reply: mpsc::SyncSender<Result<Outcome, HookError>>,
     /// Held until the handler is done with the body.
     _body: Reservation,
 }
 
-fn handler_loop(shared: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn handler_loop(jobs: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         let job = {
             let receiver = jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -351,7 +415,7 @@ fn handler_loop(shared: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
             }
         };
         let result = catch_unwind(AssertUnwindSafe(|| {
-            process(shared, &job.endpoint, &job.incoming)
+            process(&job.table, &job.endpoint, &job.incoming)
         }))
         .unwrap_or(Err(HookError::Panic));
         let _ = job.reply.send(result);
@@ -359,18 +423,14 @@ fn handler_loop(shared: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
 }
 
 /// verify → parse → notify, for one request.
-fn process(
-    shared: &Shared,
-    endpoint: &Endpoint,
-    incoming: &Incoming,
-) -> Result<Outcome, HookError> {
+fn process(table: &Table, endpoint: &Endpoint, incoming: &Incoming) -> Result<Outcome, HookError> {
     #[cfg(test)]
     if incoming.header(tests::PANIC_HEADER).is_some() {
         panic!("test-only panic requested");
     }
     let outcome = endpoint.source.handle(incoming, endpoint)?;
     if let Outcome::Notify(changes) = &outcome {
-        shared
+        table
             .fluxd
             .notify_all(changes)
             .map_err(|(index, error)| HookError::Fluxd {
@@ -383,7 +443,7 @@ fn process(
     Ok(outcome)
 }
 
-fn serve_connection(stream: TcpStream, shared: &Shared) {
+fn serve_connection(stream: TcpStream, shared: &Shared, role: Role) {
     let opts = &shared.opts;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(opts.read_timeout));
@@ -398,7 +458,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         let started = if first { started } else { Instant::now() };
         first = false;
         let deadline = started + opts.read_timeout;
-        let keep_going = serve_request(&mut conn, shared, started, deadline);
+        let keep_going = serve_request(&mut conn, shared, role, started, deadline);
         // Once stopping, no connection carries another request.
         if !keep_going || shared.stopping.load(Ordering::SeqCst) {
             let _ = conn.stream.shutdown(Shutdown::Write);
@@ -411,6 +471,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
 fn serve_request(
     conn: &mut Conn<TcpStream>,
     shared: &Shared,
+    role: Role,
     started: Instant,
     deadline: Instant,
 ) -> bool {
@@ -437,19 +498,36 @@ fn serve_request(
     };
     let path = head.path().to_owned();
     let keep_alive = head.wants_keep_alive();
-    if path == "/health" {
-        let reply = Reply {
-            status: 200,
-            body: "OK".into(),
-            allow_post: false,
-            close: framing.has_body() || !keep_alive,
-        };
+    let stopping = shared.stopping.load(Ordering::SeqCst);
+    let plain = |status: u16, body: &str| Reply {
+        status,
+        body: body.to_owned(),
+        close: framing.has_body() || !keep_alive,
+        ..Reply::default()
+    };
+    let service = match (path.as_str(), role) {
+        ("/health", _) => Some(plain(200, "OK")),
+        ("/metrics", Role::Metrics) => Some(metrics_reply(shared, plain(200, ""))),
+        ("/metrics", Role::Main) if !shared.separate_metrics => {
+            Some(metrics_reply(shared, plain(200, "")))
+        }
+        ("/ready", Role::Main) if stopping => Some(plain(503, "Stopping")),
+        ("/ready", Role::Main) => Some(plain(200, "Ready")),
+        (_, Role::Metrics) => Some(plain(404, "Not found")),
+        _ => None,
+    };
+    if let Some(reply) = service {
         return write_reply(conn, &reply, head_only).is_ok() && !reply.close;
     }
+    let table = shared
+        .table
+        .read()
+        .map(|t| Arc::clone(&t))
+        .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()));
     // Anything refused before its body is read closes the connection: the unread body
     // cannot be told apart from a next request.
     let unread_body_close = framing.has_body() || !keep_alive;
-    let Some(endpoint) = shared.routes.lookup(&path) else {
+    let Some(endpoint) = table.routes.lookup(&path) else {
         let ctx = Done::new(None, None, &path, started);
         return finish(
             conn,
@@ -470,7 +548,7 @@ fn serve_request(
         );
     }
     let delivery = sources::delivery_id(&head.headers).map(sources::printable);
-    let ctx = Done::new(Some(&endpoint), delivery.as_deref(), &path, started);
+    let mut ctx = Done::new(Some(&endpoint), delivery, &path, started);
     if let Framing::Length(n) = framing {
         if n > shared.opts.max_body_bytes {
             return finish(conn, Err(HookError::PayloadTooLarge), &ctx, true, false);
@@ -494,6 +572,10 @@ fn serve_request(
     let BodyBuf {
         data, reservation, ..
     } = body;
+    metrics::get().body(data.len());
+    if ctx.delivery.is_none() {
+        ctx.delivery = endpoint.source.delivery_id_in_body(&data);
+    }
     let incoming = Incoming {
         method: head.method,
         path: path.clone(),
@@ -504,6 +586,7 @@ fn serve_request(
     let job = Job {
         incoming,
         endpoint: Arc::clone(&endpoint),
+        table,
         reply: tx,
         _body: reservation,
     };
@@ -518,7 +601,7 @@ fn serve_request(
 /// What the log line of a finished request says besides its result.
 struct Done<'a> {
     endpoint: Option<&'a Endpoint>,
-    delivery: Option<&'a str>,
+    delivery: Option<String>,
     path: &'a str,
     started: Instant,
 }
@@ -526,7 +609,7 @@ struct Done<'a> {
 impl<'a> Done<'a> {
     fn new(
         endpoint: Option<&'a Endpoint>,
-        delivery: Option<&'a str>,
+        delivery: Option<String>,
         path: &'a str,
         started: Instant,
     ) -> Done<'a> {
@@ -545,6 +628,15 @@ fn finish_early(conn: &mut Conn<TcpStream>, error: HookError, started: Instant) 
     finish(conn, Err(error), &ctx, true, false);
 }
 
+fn metrics_reply(shared: &Shared, mut reply: Reply) -> Reply {
+    reply.body = metrics::get().render(
+        shared.open.load(Ordering::SeqCst),
+        shared.busy.load(Ordering::SeqCst),
+    );
+    reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    reply
+}
+
 /// Writes the reply for `result`, logs the request, and says whether the connection goes on.
 fn finish(
     conn: &mut Conn<TcpStream>,
@@ -554,18 +646,48 @@ fn finish(
     head_only: bool,
 ) -> bool {
     let (status, body) = error::reply(&result);
+    let delivery = ctx.delivery.clone().unwrap_or_else(new_request_id);
     let reply = Reply {
         status,
         body,
         allow_post: status == 405,
+        request_id: Some(delivery.clone()),
         close,
+        ..Reply::default()
     };
     let written = write_reply(conn, &reply, head_only).is_ok();
-    log_request(&result, status, ctx);
+    metrics::get().request(ctx.endpoint.map(|e| e.source), request_outcome(&result));
+    log_request(&result, status, ctx, &delivery);
     written && !close
 }
 
-fn log_request(result: &Result<Outcome, HookError>, status: u16, ctx: &Done<'_>) {
+/// The `outcome` label of the requests counter.
+fn request_outcome(result: &Result<Outcome, HookError>) -> RequestOutcome {
+    match result {
+        Ok(Outcome::Notify(_)) => RequestOutcome::Notified,
+        Ok(Outcome::Ignored(_)) => RequestOutcome::Ignored,
+        Ok(Outcome::Pong) => RequestOutcome::Pong,
+        Err(HookError::NotFound) => RequestOutcome::NotFound,
+        Err(HookError::Unauthorized(_)) => RequestOutcome::Unauthorized,
+        Err(HookError::BadRequest(_) | HookError::MethodNotAllowed) => RequestOutcome::BadRequest,
+        Err(HookError::PayloadTooLarge | HookError::HeadTooLarge) => RequestOutcome::TooLarge,
+        Err(HookError::RequestTimeout) => RequestOutcome::Timeout,
+        Err(HookError::Overloaded(_) | HookError::Fluxd { .. } | HookError::Panic) => {
+            RequestOutcome::Error
+        }
+    }
+}
+
+/// An id for a request whose sender gave none: 16 hex digits, random per process and request.
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:016x}", hasher.finish())
+}
+
+fn log_request(result: &Result<Outcome, HookError>, status: u16, ctx: &Done<'_>, delivery: &str) {
     let elapsed_ms = format!("{:.1}", ctx.started.elapsed().as_secs_f64() * 1000.0);
     let (outcome, changes, detail) = match result {
         Ok(Outcome::Notify(changes)) => ("notified", changes.len(), String::new()),
@@ -578,7 +700,6 @@ fn log_request(result: &Result<Outcome, HookError>, status: u16, ctx: &Done<'_>)
     let hook = ctx
         .endpoint
         .map_or_else(|| loggable_path(ctx.path), |e| e.digest_prefix());
-    let delivery = ctx.delivery.unwrap_or("-");
     let fields: [(&str, &dyn std::fmt::Display); 8] = [
         ("source", &source),
         ("hook", &hook),

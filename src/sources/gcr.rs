@@ -67,6 +67,25 @@ fn authenticate(incoming: &Incoming, endpoint: &Endpoint) -> Result<(), HookErro
     tokeninfo::check(url, token, audience, gcr.email.as_deref()).map_err(HookError::Unauthorized)
 }
 
+/// The Pub/Sub `message.messageId` of an envelope, for the log line.
+pub fn message_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Ids {
+        message: IdMessage,
+    }
+    #[derive(Deserialize)]
+    struct IdMessage {
+        #[serde(rename = "messageId")]
+        message_id: Option<String>,
+    }
+    serde_json::Deserializer::from_slice(body)
+        .into_iter::<Ids>()
+        .next()?
+        .ok()?
+        .message
+        .message_id
+}
+
 #[derive(Deserialize)]
 struct Envelope {
     message: Message,

@@ -65,6 +65,14 @@ impl Source {
         Source::ALL.iter().copied().find(|s| s.name() == name)
     }
 
+    /// A delivery id carried in the body rather than a header (Pub/Sub's `message.messageId`).
+    pub fn delivery_id_in_body(self, body: &[u8]) -> Option<String> {
+        match self {
+            Source::GoogleContainerRegistry => gcr::message_id(body).map(|id| printable(&id)),
+            _ => None,
+        }
+    }
+
     /// All config names, comma separated, for error messages and `--help`.
     pub fn names() -> String {
         Source::ALL

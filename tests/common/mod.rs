@@ -296,6 +296,7 @@ pub fn test_options() -> Options {
         read_timeout: Duration::from_secs(1),
         notify_timeout: Duration::from_secs(1),
         max_connections: 64,
+        listen_metrics: None,
     }
 }
 
@@ -492,6 +493,17 @@ pub fn start_config(config: &config::Config, opts: Options) -> Running {
     .spawn()
 }
 
+/// The address of a `listening` log line, logfmt or JSON.
+fn listening_addr(line: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        return (v["msg"] == "listening").then(|| v["addr"].as_str().map(str::to_owned))?;
+    }
+    line.contains("msg=listening")
+        .then(|| line.split(' ').find_map(|f| f.strip_prefix("addr=")))?
+        .map(str::to_owned)
+}
+
 /// The flux-recv binary running as a child process, with its stderr collected line by line.
 pub struct Proc {
     pub child: std::process::Child,
@@ -526,14 +538,11 @@ impl Proc {
         let err = child.stderr.take().unwrap();
         thread::spawn(move || {
             for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split(' ')
-                    .find_map(|f| f.strip_prefix("addr="))
-                    .filter(|_| line.contains("msg=listening"))
-                {
-                    let _ = tx.send(addr.to_owned());
-                }
+                let addr = listening_addr(&line);
                 lines.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
             }
         });
         let out_lines = Arc::clone(&stdout);
