@@ -12,6 +12,26 @@ use std::time::Duration;
 use flux_recv::config;
 use flux_recv::server::{Options, Running, Server};
 
+/// Every flag `flux-recv` takes (checked against `--help` in tests/cli.rs).
+pub const FLAGS: [&str; 16] = [
+    "--config",
+    "--listen",
+    "--listen-metrics",
+    "--threads",
+    "--max-body-bytes",
+    "--read-timeout",
+    "--notify-timeout",
+    "--max-connections",
+    "--shutdown-grace",
+    "--watch-interval",
+    "--log-format",
+    "--log-level",
+    "--base-url",
+    "--registry-host",
+    "--help",
+    "--version",
+];
+
 /// A fresh, empty directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);

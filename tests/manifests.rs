@@ -1,0 +1,282 @@
+//! The shipped deployment files parse and agree with each other and with the binary: Secret
+//! name, mount path vs --config, ports, probe paths, Service selector vs pod labels, the
+//! hardening fields, and the systemd unit's credentials vs its --config.
+
+mod common;
+
+use std::path::Path;
+
+use serde_yaml_ng::Value;
+
+fn example(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("example")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+fn yaml(path: &str) -> Value {
+    serde_yaml_ng::from_str(&example(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn s<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, k| match k.parse::<usize>() {
+        Ok(i) => &v[i],
+        Err(_) => &v[*k],
+    })
+}
+
+fn string(v: &Value, path: &[&str]) -> String {
+    s(v, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("{path:?} is not a string in {v:?}"))
+        .to_owned()
+}
+
+#[test]
+fn every_manifest_parses() {
+    for path in [
+        "kustomization.yaml",
+        "flux-deployment-patch.yaml",
+        "service.yaml",
+        "ingress.yaml",
+        "fluxrecv.yaml",
+        "ngrok/kustomization.yaml",
+        "ngrok/deployment.yaml",
+    ] {
+        let v = yaml(path);
+        assert!(v.is_mapping(), "{path}");
+    }
+}
+
+#[test]
+fn kustomization_secret_holds_the_config_and_every_key() {
+    let k = yaml("kustomization.yaml");
+    let generator = &s(&k, &["secretGenerator"])[0];
+    assert_eq!(string(generator, &["name"]), "fluxrecv-config");
+    assert_eq!(
+        s(&k, &["generatorOptions", "disableNameSuffixHash"]),
+        &Value::Bool(true)
+    );
+    let files: Vec<String> = s(generator, &["files"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect();
+    assert!(files.contains(&"fluxrecv.yaml".to_owned()));
+    // Every key the config names is in the Secret, and the config loads as shipped.
+    let loaded = flux_recv::config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("example/fluxrecv.yaml"),
+    )
+    .expect("example config loads");
+    for endpoint in &loaded.config.endpoints {
+        let key = endpoint.key_path.display().to_string();
+        assert!(files.contains(&key), "{key} not in the secretGenerator");
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("example")
+            .join(&key)
+            .exists());
+    }
+    for file in &files {
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("example")
+                .join(file)
+                .exists(),
+            "{file}"
+        );
+    }
+    let resources: Vec<&str> = s(&k, &["resources"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(resources.contains(&"service.yaml"));
+    assert_eq!(
+        string(&s(&k, &["patches"])[0], &["path"]),
+        "flux-deployment-patch.yaml"
+    );
+}
+
+#[test]
+fn the_sidecar_patch_agrees_with_the_secret_the_binary_and_the_service() {
+    let patch = yaml("flux-deployment-patch.yaml");
+    assert_eq!(string(&patch, &["kind"]), "Deployment");
+    assert_eq!(string(&patch, &["metadata", "name"]), "flux");
+    let pod = s(&patch, &["spec", "template", "spec"]);
+    let volume = &s(pod, &["volumes"])[0];
+    assert_eq!(string(volume, &["secret", "secretName"]), "fluxrecv-config");
+    // Written `0440` as Kubernetes' YAML 1.1 reads it (octal); a YAML 1.2 parser sees a string.
+    let mode = match s(volume, &["secret", "defaultMode"]) {
+        Value::String(text) => u64::from_str_radix(text.trim_start_matches("0o"), 8).unwrap(),
+        other => other.as_u64().unwrap(),
+    };
+    assert_eq!(mode, 0o440, "defaultMode");
+    assert_eq!(
+        mode & 0o007,
+        0,
+        "the Secret must not be world-readable: {mode:o}"
+    );
+    let recv = s(pod, &["containers"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "recv")
+        .expect("a recv container");
+    let mount = s(recv, &["volumeMounts"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the Secret volume is mounted");
+    let mount_path = string(mount, &["mountPath"]);
+    let args: Vec<String> = s(recv, &["args"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        args.contains(&format!("--config={mount_path}/fluxrecv.yaml")),
+        "{args:?} vs {mount_path}"
+    );
+    // Every arg is one the binary accepts: `flux-recv check` would reject unknown ones with 2.
+    for arg in &args {
+        let flag = arg.split('=').next().unwrap();
+        assert!(common::FLAGS.contains(&flag), "unknown flag {flag}");
+    }
+    let port = &s(recv, &["ports"])[0];
+    assert_eq!(s(port, &["containerPort"]).as_u64(), Some(8080));
+    let port_name = string(port, &["name"]);
+    for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready")] {
+        assert_eq!(string(recv, &[probe, "httpGet", "path"]), path);
+        assert_eq!(string(recv, &[probe, "httpGet", "port"]), port_name);
+    }
+    let sc = s(recv, &["securityContext"]);
+    assert_eq!(sc["runAsNonRoot"], Value::Bool(true));
+    assert_ne!(sc["runAsUser"].as_u64(), Some(0));
+    assert_eq!(sc["readOnlyRootFilesystem"], Value::Bool(true));
+    assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false));
+    assert_eq!(s(sc, &["capabilities", "drop"])[0], "ALL");
+    assert!(s(recv, &["resources", "limits", "memory"]).is_string());
+    assert!(s(recv, &["resources", "requests", "memory"]).is_string());
+
+    let service = yaml("service.yaml");
+    assert_eq!(string(&service, &["metadata", "name"]), "flux-recv");
+    let svc_port = &s(&service, &["spec", "ports"])[0];
+    assert_eq!(s(svc_port, &["port"]).as_u64(), Some(8080));
+    assert_eq!(string(svc_port, &["targetPort"]), port_name);
+    let labels = s(&patch, &["spec", "template", "metadata", "labels"])
+        .as_mapping()
+        .unwrap();
+    for (k, v) in s(&service, &["spec", "selector"]).as_mapping().unwrap() {
+        assert_eq!(
+            labels.get(k),
+            Some(v),
+            "Service selector {k:?} not on the pod"
+        );
+    }
+
+    let ingress = yaml("ingress.yaml");
+    let backend = s(
+        &ingress,
+        &[
+            "spec", "rules", "0", "http", "paths", "0", "backend", "service",
+        ],
+    );
+    assert_eq!(string(backend, &["name"]), "flux-recv");
+    assert_eq!(
+        string(backend, &["port", "name"]),
+        string(svc_port, &["name"])
+    );
+    assert_eq!(
+        string(
+            &ingress,
+            &["spec", "rules", "0", "http", "paths", "0", "path"]
+        ),
+        "/hook/"
+    );
+}
+
+#[test]
+fn ngrok_points_at_the_service() {
+    let deployment = yaml("ngrok/deployment.yaml");
+    let args = s(
+        &deployment,
+        &["spec", "template", "spec", "containers", "0", "args"],
+    );
+    let service = yaml("service.yaml");
+    let url = format!(
+        "http://{}:{}",
+        string(&service, &["metadata", "name"]),
+        s(&service, &["spec", "ports", "0", "port"])
+            .as_u64()
+            .unwrap()
+    );
+    assert!(
+        args.as_sequence()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str() == Some(url.as_str())),
+        "{args:?}"
+    );
+    let k = yaml("ngrok/kustomization.yaml");
+    let token = &s(&k, &["secretGenerator"])[0];
+    let env = s(
+        &deployment,
+        &[
+            "spec",
+            "template",
+            "spec",
+            "containers",
+            "0",
+            "env",
+            "0",
+            "valueFrom",
+            "secretKeyRef",
+        ],
+    );
+    assert_eq!(string(env, &["name"]), string(token, &["name"]));
+}
+
+#[test]
+fn the_systemd_unit_loads_what_its_config_names() {
+    let unit = example("systemd/flux-recv.service");
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let credentials: Vec<String> = value("LoadCredential")
+        .iter()
+        .map(|c| c.split(':').next().unwrap().to_owned())
+        .collect();
+    let exec = value("ExecStart").join(" ");
+    assert!(
+        exec.contains("--config=${CREDENTIALS_DIRECTORY}/fluxrecv.yaml"),
+        "{exec}"
+    );
+    assert!(credentials.contains(&"fluxrecv.yaml".to_owned()));
+    for (key, want) in [
+        ("DynamicUser", "yes"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6"),
+    ] {
+        assert_eq!(value(key), vec![want.to_owned()], "{key}");
+    }
+    // Every LoadCredential reads from /etc/flux-recv/.
+    for line in value("LoadCredential") {
+        assert!(
+            line.split(':')
+                .nth(1)
+                .unwrap()
+                .starts_with("/etc/flux-recv/"),
+            "{line}"
+        );
+    }
+}
