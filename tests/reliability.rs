@@ -44,14 +44,14 @@ fn slow_clients_hold_only_their_own_connection() {
         "600",
     ]);
     let route = route_of(KEY, "");
-    // main, acceptor and 4 handlers
+    // main, acceptor, 4 handlers, the signal thread and the file watcher
     let threads_at_least = |n: u64| {
         let deadline = Instant::now() + Duration::from_secs(3);
         while server.status("Threads") < n && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
     };
-    threads_at_least(6);
+    threads_at_least(8);
     let before = (server.status("Threads"), server.status("VmRSS"));
 
     let full = std::sync::Arc::new(delivery(&route));
