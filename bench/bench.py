@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""flux-recv benchmark: run by bench/run, which builds the binaries first.
+
+Prints one table: each figure next to its target. Everything runs on 127.0.0.1; nginx stands in
+for fluxd (202 on /api/flux/v11/notify) and counts the notifications that reached it.
+"""
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MUSL = os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/flux-recv")
+MUSL_NOTLS = os.path.join(ROOT, "target/flux-recv-musl-notls")
+GLIBC = os.path.join(ROOT, "target/release/flux-recv")
+KEY = b"bench-key-0123456789abcdef-0123456789"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+WORK = tempfile.mkdtemp(prefix="flux-recv-bench-")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status_kb(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def http_get(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return s.recv(64)
+
+
+def wait_health(port, limit=5.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if http_get(port, "/health").startswith(b"HTTP/1.1 200"):
+                return True
+        except OSError:
+            time.sleep(0.0005)
+    return False
+
+
+def bodies():
+    """A ~7 KB and a ~200 KB GitHub push, from the test fixture, padded with commits."""
+    with open(os.path.join(ROOT, "tests/fixtures/github/push.json")) as f:
+        push = json.load(f)
+    commit = push["commits"][0]
+    out = {}
+    for name, target in (("7KB", 7 * 1024), ("200KB", 200 * 1024)):
+        p = json.loads(json.dumps(push))
+        p["commits"] = []
+        body = json.dumps(p).encode()
+        while len(body) < target:
+            c = dict(commit, id=hashlib.sha1(str(len(p["commits"])).encode()).hexdigest())
+            p["commits"].append(c)
+            body = json.dumps(p).encode()
+        if name == "7KB":  # trim the repository block to land near 7 KB
+            while len(body) > target and p["commits"]:
+                p["commits"].pop()
+                body = json.dumps(p).encode()
+        path = os.path.join(WORK, f"push-{name}.json")
+        with open(path, "wb") as f:
+            f.write(body)
+        out[name] = (path, len(body), "sha256=" + hmac.new(KEY, body, hashlib.sha256).hexdigest())
+    return out
+
+
+class Nginx:
+    """fluxd stand-in: 202 on the notify path; its access log counts notifications."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.log = os.path.join(WORK, "notify.log")
+        conf = os.path.join(WORK, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+worker_processes 1;
+pid {WORK}/nginx.pid;
+error_log {WORK}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  log_format n '$status';
+  access_log {self.log} n buffer=64k flush=100ms;
+  keepalive_requests 1000000;
+  client_body_temp_path {WORK};
+  server {{
+    listen 127.0.0.1:{self.port};
+    location = /api/flux/v11/notify {{ return 202; }}
+    location / {{ return 404; }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"],
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+
+    def count(self):
+        time.sleep(0.25)  # the log buffer flushes every 100 ms
+        try:
+            with open(self.log, "rb") as f:
+                return f.read().count(b"202")
+        except OSError:
+            return 0
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def start_recv(binary, api, extra=()):
+    port = free_port()
+    with open(os.path.join(WORK, "github.key"), "wb") as f:
+        f.write(KEY)
+    config = os.path.join(WORK, "fluxrecv.yaml")
+    with open(config, "w") as f:
+        f.write(f"fluxRecvVersion: 1\napi: {api}\nendpoints:\n- source: GitHub\n  keyPath: github.key\n")
+    proc = subprocess.Popen([binary, f"--config={config}", f"--listen=127.0.0.1:{port}",
+                             "--max-connections=512", *extra],
+                            stderr=subprocess.DEVNULL)
+    if not wait_health(port):
+        raise SystemExit(f"{binary} did not start")
+    route = "/hook/" + hashlib.sha256(KEY).hexdigest()
+    return proc, port, route
+
+
+def hey(url, concurrency, body=None, sig=None, seconds=SECONDS, sample_pid=None):
+    cmd = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-t", "10"]
+    if body:
+        cmd += ["-m", "POST", "-T", "application/json", "-D", body,
+                "-H", "X-GitHub-Event: push", "-H", f"X-Hub-Signature-256: {sig}"]
+    cmd.append(url)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        if sample_pid:
+            peak = max(peak, status_kb(sample_pid, "VmRSS"))
+        time.sleep(0.05)
+    out = proc.stdout.read()
+    rps = float(next(l.split(":")[1] for l in out.splitlines() if "Requests/sec" in l))
+    def pct(p):
+        line = next((l for l in out.splitlines() if l.strip().startswith(f"{p}% in")), None)
+        return float(line.split()[2]) * 1000 if line else float("nan")
+    codes = {l.split("]")[0].strip(" ["): int(l.split()[1]) for l in out.splitlines()
+             if l.strip().startswith("[") and "responses" in l}
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "codes": codes, "peak_kb": peak}
+
+
+def ready_ms(binary, api, runs=11):
+    times = []
+    for _ in range(runs):
+        port = free_port()
+        config = os.path.join(WORK, "fluxrecv.yaml")
+        t0 = time.monotonic()
+        proc = subprocess.Popen([binary, f"--config={config}", f"--listen=127.0.0.1:{port}"],
+                                stderr=subprocess.DEVNULL)
+        ok = wait_health(port)
+        t1 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        if ok:
+            times.append((t1 - t0) * 1000)
+    return statistics.median(times)
+
+
+def webhook_side_by_side(nginx, body, size, sig):
+    """adnanh/webhook doing the same job: check X-Hub-Signature-256, run curl to notify."""
+    port = free_port()
+    script = os.path.join(WORK, "notify.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nexec curl -s -o /dev/null -X POST -H 'Accept: application/json' "
+                "-H 'Content-Type: application/json' "
+                f"-d \"{{\\\"Kind\\\":\\\"git\\\",\\\"Source\\\":{{\\\"URL\\\":\\\"$1\\\",\\\"Branch\\\":\\\"$2\\\"}}}}\" "
+                f"http://127.0.0.1:{nginx.port}/api/flux/v11/notify\n")
+    os.chmod(script, 0o755)
+    hooks = os.path.join(WORK, "hooks.json")
+    with open(hooks, "w") as f:
+        json.dump([{
+            "id": "flux",
+            "execute-command": script,
+            "pass-arguments-to-command": [
+                {"source": "payload", "name": "repository.ssh_url"},
+                {"source": "payload", "name": "ref"},
+            ],
+            "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": KEY.decode(),
+                                       "parameter": {"source": "header",
+                                                     "name": "X-Hub-Signature-256"}}},
+        }], f)
+    proc = subprocess.Popen(["webhook", "-hooks", hooks, "-ip", "127.0.0.1", "-port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    before = nginx.count()
+    result = hey(f"http://127.0.0.1:{port}/hooks/flux", 16, body, sig, sample_pid=proc.pid)
+    reached = nginx.count() - before
+    time.sleep(2)
+    later = nginx.count() - before
+    proc.terminate()
+    proc.wait()
+    result["notified_per_s"] = reached / SECONDS
+    result["notified_later"] = later
+    return result
+
+
+def main():
+    rows = []
+
+    def row(what, value, target=""):
+        rows.append((what, value, target))
+
+    row("binary size, musl, with tls", f"{os.path.getsize(MUSL):,} B", "")
+    row("binary size, musl, without tls", f"{os.path.getsize(MUSL_NOTLS):,} B", "")
+    if shutil.which("buildah"):
+        out = subprocess.run(["buildah", "--storage-driver", "vfs", "bud", "-q", "-t", "flux-recv:bench", ROOT],
+                             capture_output=True, text=True, cwd=ROOT)
+        if out.returncode == 0:
+            size = subprocess.run(["buildah", "--storage-driver", "vfs", "images", "--format", "{{.Size}}", "flux-recv:bench"],
+                                  capture_output=True, text=True).stdout.strip()
+            row("image size (scratch + binary)", size, "")
+
+    nginx = Nginx()
+    api = f"http://127.0.0.1:{nginx.port}/api/flux"
+    posts = bodies()
+    recv, port, route = start_recv(MUSL, api)
+    time.sleep(0.5)
+    idle = status_kb(recv.pid, "VmRSS")
+    row("idle RSS", f"{idle / 1024:.1f} MiB", "<= 2 MiB " + ("ok" if idle <= 2048 else "MISSED"))
+    ready = ready_ms(MUSL, api)
+    row("exec to first 200 on /health (median of 11)", f"{ready:.1f} ms", "<= 10 ms " + ("ok" if ready <= 10 else "MISSED"))
+
+    health = hey(f"http://127.0.0.1:{port}/health", 64, sample_pid=recv.pid)
+    row("/health ceiling, c=64", f"{health['rps']:,.0f} req/s", "")
+    results = {}
+    for name, (path, size, sig) in posts.items():
+        for c in (1, 16, 64):
+            before = nginx.count()
+            r = hey(f"http://127.0.0.1:{port}{route}", c, path, sig, sample_pid=recv.pid)
+            r["notified"] = nginx.count() - before
+            results[(name, c)] = r
+            ok = r["codes"].get("200", 0)
+            row(f"signed push {name} ({size:,} B), c={c}",
+                f"{r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
+                f"{ok} x 200, {r['notified']} notified, peak RSS {r['peak_kb'] / 1024:.1f} MiB",
+                (f">= 50% of /health: {100 * r['rps'] / health['rps']:.0f}% " + ("ok" if r['rps'] >= health['rps'] / 2 else "MISSED"))
+                if c == 16 else "")
+    p99 = results[("7KB", 16)]["p99"]
+    row("p99 at c=16, 7 KB push", f"{p99:.2f} ms", "<= 5 ms " + ("ok" if p99 <= 5 else "MISSED"))
+    recv.send_signal(signal.SIGTERM)
+    recv.wait()
+
+    # Same load on the glibc build: what musl's allocator costs.
+    glibc, gport, groute = start_recv(GLIBC, api)
+    path, size, sig = posts["7KB"]
+    g = hey(f"http://127.0.0.1:{gport}{groute}", 16, path, sig)
+    glibc.send_signal(signal.SIGTERM)
+    glibc.wait()
+    m = results[("7KB", 16)]
+    row("glibc build, 7 KB push, c=16", f"{g['rps']:,.0f} req/s, p99 {g['p99']:.2f} ms",
+        f"musl/glibc throughput {100 * m['rps'] / g['rps']:.0f}% (allocator worth changing if < 80%)")
+
+    w = webhook_side_by_side(nginx, path, size, sig)
+    ours = m["notified"] / SECONDS
+    ratio = ours / w["notified_per_s"] if w["notified_per_s"] else float("inf")
+    rss_ratio = m["peak_kb"] / w["peak_kb"] if w["peak_kb"] else float("nan")
+    row("adnanh/webhook, 7 KB push, c=16",
+        f"{w['rps']:,.0f} req/s answered, {w['notified_per_s']:,.0f} notified/s "
+        f"({w['notified_later']} reached fluxd within 2 s after), peak RSS {w['peak_kb'] / 1024:.1f} MiB", "")
+    row("flux-recv vs webhook, notifications/s", f"{ratio:.1f}x", ">= 20x " + ("ok" if ratio >= 20 else "MISSED"))
+    row("flux-recv vs webhook, RSS under load", f"1/{1 / rss_ratio:.0f}" if rss_ratio else "n/a",
+        "<= 1/50 " + ("ok" if rss_ratio <= 1 / 50 else "MISSED"))
+    nginx.stop()
+
+    width = max(len(r[0]) for r in rows)
+    print(f"\nflux-recv benchmark, {os.cpu_count()} cores, {SECONDS:.0f} s per load run, loopback, nginx as fluxd\n")
+    for what, value, target in rows:
+        print(f"{what:<{width}}  {value}" + (f"   [{target}]" if target else ""))
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
