@@ -144,33 +144,64 @@ fn push_logfmt_value(line: &mut String, value: &str) {
     line.push('"');
 }
 
-/// The same fields as one JSON object; whole numbers stay numbers.
+/// The same fields, in the same order, as one JSON object; numbers stay numbers.
 fn json_line(
     ts: &str,
     level: Level,
     msg: &str,
     fields: &[(&str, &dyn std::fmt::Display)],
 ) -> String {
-    let mut object = serde_json::Map::new();
-    object.insert("ts".into(), ts.into());
-    object.insert("level".into(), level.as_str().into());
-    object.insert("msg".into(), msg.into());
+    let mut line = String::with_capacity(200);
+    line.push_str("{\"ts\":");
+    push_json_string(&mut line, ts);
+    line.push_str(",\"level\":\"");
+    line.push_str(level.as_str());
+    line.push_str("\",\"msg\":");
+    push_json_string(&mut line, msg);
     for (key, value) in fields {
+        line.push(',');
+        push_json_string(&mut line, key);
+        line.push(':');
         let text = value.to_string();
-        let value = match text.parse::<u64>() {
-            Ok(n) if !text.starts_with('0') || text == "0" => serde_json::Value::from(n),
-            _ => match text.parse::<f64>() {
-                Ok(f) if f.is_finite() && text.contains('.') && !text.starts_with('.') => {
-                    serde_json::Value::from(f)
-                }
-                _ => serde_json::Value::from(text),
-            },
-        };
-        object.insert((*key).to_owned(), value);
+        if is_json_number(&text) {
+            line.push_str(&text);
+        } else {
+            push_json_string(&mut line, &text);
+        }
     }
-    let mut line = serde_json::Value::Object(object).to_string();
-    line.push('\n');
+    line.push_str("}\n");
     line
+}
+
+/// `0`, `200`, `1.5`: digits with no leading zero, at most one inner `.`.
+fn is_json_number(text: &str) -> bool {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (text, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(whole)
+        && (whole == "0" || !whole.starts_with('0'))
+        && fraction.is_none_or(digits)
+        && text.len() <= 18
+}
+
+fn push_json_string(line: &mut String, value: &str) {
+    line.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(line, "\\u{:04x}", c as u32);
+            }
+            c => line.push(c),
+        }
+    }
+    line.push('"');
 }
 
 /// Now as `2026-11-30T04:28:10.123Z`.
@@ -261,6 +292,29 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["elapsed_ms"], 1.5);
         assert_eq!(v["detail"], "x\"\ny");
+        assert!(line.starts_with("{\"ts\":\"T\",\"level\":\"info\",\"msg\":\"request\",\"source\""));
+    }
+
+    #[test]
+    fn json_numbers_and_strings() {
+        for (text, number) in [
+            ("0", true),
+            ("200", true),
+            ("1.5", true),
+            ("007", false),
+            ("1.", false),
+            (".5", false),
+            ("1.2.3", false),
+            ("-1", false),
+            ("12345678901234567890", false),
+            ("0123abcd", false),
+        ] {
+            assert_eq!(is_json_number(text), number, "{text}");
+        }
+        let mut line = String::new();
+        push_json_string(&mut line, "a\u{1}b\u{7f}\\");
+        let back: String = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, "a\u{1}b\u{7f}\\");
     }
 
     #[test]
