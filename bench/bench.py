@@ -286,7 +286,7 @@ def main():
     glibc.wait()
     m = results[("7KB", 16)]
     row("glibc build, 7 KB push, c=16", f"{g['rps']:,.0f} req/s, p99 {g['p99']:.2f} ms",
-        f"musl/glibc throughput {100 * m['rps'] / g['rps']:.0f}% (allocator worth changing if < 80%)")
+        f"musl/glibc throughput {100 * m['rps'] / g['rps']:.1f}% (allocator worth changing if < 80%)")
 
     w = webhook_side_by_side(nginx, path, size, sig)
     ours = m["notified"] / SECONDS
