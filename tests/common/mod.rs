@@ -538,10 +538,10 @@ impl Proc {
     pub fn start_with_prefix(prefix: &str, args: &[&str]) -> Proc {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
-        let mut script = format!(
-            "{prefix} exec '{}' --listen 127.0.0.1:0",
-            env!("CARGO_BIN_EXE_flux-recv")
-        );
+        // FLUX_RECV_BIN runs the suite against another build (e.g. the static musl release).
+        let binary = std::env::var("FLUX_RECV_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flux-recv").to_owned());
+        let mut script = format!("{prefix} exec '{binary}' --listen 127.0.0.1:0");
         for arg in args {
             script.push_str(&format!(" '{arg}'"));
         }
