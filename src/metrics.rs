@@ -146,16 +146,7 @@ pub struct Metrics {
     start_time: AtomicU64,
 }
 
-static METRICS: Metrics = Metrics {
-    requests: [const { [const { AtomicU64::new(0) }; 9] }; SOURCE_SLOTS],
-    notify: [const { AtomicU64::new(0) }; 4],
-    notify_latency: Histogram::new(LATENCY_BOUNDS, 1_000_000.0),
-    body_bytes: Histogram::new(BODY_BOUNDS, 1.0),
-    reloads_ok: AtomicU64::new(0),
-    reloads_failed: AtomicU64::new(0),
-    endpoints: AtomicU64::new(0),
-    start_time: AtomicU64::new(0),
-};
+static METRICS: Metrics = Metrics::new();
 
 /// The process's metrics.
 pub fn get() -> &'static Metrics {
@@ -170,6 +161,19 @@ fn source_slot(source: Option<Source>) -> usize {
 }
 
 impl Metrics {
+    const fn new() -> Metrics {
+        Metrics {
+            requests: [const { [const { AtomicU64::new(0) }; 9] }; SOURCE_SLOTS],
+            notify: [const { AtomicU64::new(0) }; 4],
+            notify_latency: Histogram::new(LATENCY_BOUNDS, 1_000_000.0),
+            body_bytes: Histogram::new(BODY_BOUNDS, 1.0),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            endpoints: AtomicU64::new(0),
+            start_time: AtomicU64::new(0),
+        }
+    }
+
     /// Records the process start (for `process_start_time_seconds`).
     pub fn started(&self) {
         let now = SystemTime::now()
@@ -316,17 +320,7 @@ mod tests {
 
     #[test]
     fn every_source_and_outcome_has_a_series() {
-        let text = Metrics {
-            requests: [const { [const { AtomicU64::new(0) }; 9] }; SOURCE_SLOTS],
-            notify: [const { AtomicU64::new(0) }; 4],
-            notify_latency: Histogram::new(LATENCY_BOUNDS, 1_000_000.0),
-            body_bytes: Histogram::new(BODY_BOUNDS, 1.0),
-            reloads_ok: AtomicU64::new(0),
-            reloads_failed: AtomicU64::new(0),
-            endpoints: AtomicU64::new(0),
-            start_time: AtomicU64::new(0),
-        }
-        .render(3, 1);
+        let text = Metrics::new().render(3, 1);
         for source in Source::ALL {
             assert!(text.contains(&format!(
                 "source=\"{}\",outcome=\"notified\"",

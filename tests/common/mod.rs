@@ -210,8 +210,15 @@ fn valid_change(v: &serde_json::Value) -> bool {
     }
 }
 
-/// Reads one request with a Content-Length body (what ureq sends), or None at EOF.
-fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
+/// One HTTP message as read off the wire.
+struct Message {
+    first: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Reads one Content-Length framed HTTP message (what ureq and flux-recv send), or None at EOF.
+fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Message> {
     let head_end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
             break i;
@@ -225,9 +232,7 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_owned();
-    let path = first.next()?.to_owned();
+    let first = lines.next()?.to_owned();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
@@ -247,11 +252,22 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let body: Vec<u8> = buf.drain(..length).collect();
-    Some(Recorded {
-        method,
-        path,
+    Some(Message {
+        first,
         headers,
         body,
+    })
+}
+
+/// Reads one request, or None at EOF.
+fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
+    let message = read_message(stream, buf)?;
+    let mut parts = message.first.split(' ');
+    Some(Recorded {
+        method: parts.next()?.to_owned(),
+        path: parts.next()?.to_owned(),
+        headers: message.headers,
+        body: message.body,
     })
 }
 
@@ -349,43 +365,11 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<Reply> {
 
 /// Reads one reply from `stream` (Content-Length framed, as flux-recv always sends).
 pub fn read_reply(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reply> {
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            break i;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    buf.drain(..head_end + 4);
-    while buf.len() < length {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body: Vec<u8> = buf.drain(..length).collect();
+    let message = read_message(stream, buf)?;
     Some(Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        status: message.first.split(' ').nth(1)?.parse().ok()?,
+        headers: message.headers,
+        body: String::from_utf8_lossy(&message.body).into_owned(),
     })
 }
 
