@@ -277,7 +277,12 @@ fn log_level_warn_hides_info_lines() {
     }
     assert_eq!(push(addr, b"wrong-key", &[]).status, 404); // warn
     assert_eq!(get(addr, "/health").status, 200);
-    let _ = child.kill();
+    // A graceful stop: requests in progress (and their log lines) finish first.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("level=info"), "{text}");
