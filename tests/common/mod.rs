@@ -589,6 +589,19 @@ impl Proc {
         self.stderr.lock().unwrap().join("\n")
     }
 
+    /// Waits up to 5 s for `needle` in stderr (a request's line is written after its reply),
+    /// and returns all of stderr.
+    pub fn stderr_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.stderr_text();
+            if text.contains(needle) || std::time::Instant::now() >= deadline {
+                return text;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn signal(&self, name: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{name}"), &self.pid().to_string()])
