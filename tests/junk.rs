@@ -242,6 +242,27 @@ fn junk_table() {
             &[],
         ),
         case(
+            "chunked trailer line of 16 KiB, no end",
+            hook(
+                "Transfer-Encoding: chunked\r\n",
+                &[b"0\r\nX-T: ".as_slice(), &vec![b'a'; 16 * 1024]].concat(),
+            ),
+            &[431],
+        ),
+        case(
+            "chunked trailer line of 20 KiB",
+            hook(
+                "Transfer-Encoding: chunked\r\n",
+                &[
+                    b"0\r\nX-T: ".as_slice(),
+                    &vec![b'a'; 20 * 1024],
+                    b"\r\n\r\n",
+                ]
+                .concat(),
+            ),
+            &[431],
+        ),
+        case(
             "chunked over the cap",
             hook(
                 "Transfer-Encoding: chunked\r\n",

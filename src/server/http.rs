@@ -250,7 +250,9 @@ impl<T: Transport> Conn<T> {
             self.start = 0;
         }
         if self.end == self.buf.len() {
-            return Ok(0);
+            // A full buffer without what the caller looks for (the end of a head, a line):
+            // waiting for more could never help, and returning nothing would spin.
+            return Err(ReadError::Reply(HookError::HeadTooLarge));
         }
         let n = read_before(&mut self.stream, &mut self.buf[self.end..], deadline)?;
         if n == 0 {
