@@ -607,3 +607,27 @@ fn a_kubernetes_style_symlink_swap_reloads() {
     });
     assert_eq!(push(server.addr, old, &[]).status, 404);
 }
+
+#[test]
+fn a_request_in_flight_finishes_on_the_table_it_started_with() {
+    // The old config points at a slow fluxd, the new one at another fluxd.
+    let old_fluxd = FakeFluxd::start(Behaviour::Slow(Duration::from_millis(800)));
+    let new_fluxd = FakeFluxd::start(Behaviour::Real);
+    let dir = temp_dir("inflight");
+    write_config(&dir, KEY, &old_fluxd.api());
+    let config = dir.join("fluxrecv.yaml").display().to_string();
+    let server = Proc::start(&["--config", &config, "--watch-interval", "3600"]);
+    let addr = server.addr;
+    let in_flight = thread::spawn(move || push(addr, KEY, &[]).status);
+    thread::sleep(Duration::from_millis(200));
+    write_config(&dir, KEY, &new_fluxd.api());
+    server.signal("HUP");
+    let reloaded = "msg=\"config reloaded\"";
+    assert!(server.stderr_with(reloaded).contains(reloaded));
+    // After the swap, new deliveries go to the new fluxd...
+    assert_eq!(push(server.addr, KEY, &[]).status, 200);
+    assert_eq!(new_fluxd.requests().len(), 1);
+    // ...while the one in flight finishes against the old one.
+    assert_eq!(in_flight.join().unwrap(), 200);
+    assert_eq!(old_fluxd.requests().len(), 1);
+}
