@@ -2,7 +2,6 @@
 //! every handler, no proxy, no redirects, an explicit time budget, and a typed result so the
 //! status policy can tell 502 from 504.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use crate::change::Change;
@@ -146,13 +145,12 @@ impl Fluxd {
         if !matches!(status, 200 | 201 | 202 | 204) {
             return Err(Attempt::Failed(NotifyError::Rejected(status)));
         }
-        let mut body = Vec::new();
-        response
+        let body = response
             .body_mut()
-            .as_reader()
-            .take(MAX_REPLY_BYTES)
-            .read_to_end(&mut body)
-            .map_err(|e| Attempt::Failed(classify_io(&e)))?;
+            .with_config()
+            .limit(MAX_REPLY_BYTES)
+            .read_to_vec()
+            .map_err(|e| Attempt::Failed(classify(e)))?;
         if !body.iter().all(u8::is_ascii_whitespace)
             && serde_json::from_slice::<serde_json::Value>(&body).is_err()
         {
@@ -177,6 +175,9 @@ fn classify(error: ureq::Error) -> NotifyError {
         ureq::Error::StatusCode(status) => NotifyError::Rejected(status),
         ureq::Error::Io(e) => classify_io(&e),
         ureq::Error::Protocol(e) => NotifyError::Garbled(e.to_string()),
+        ureq::Error::BodyExceedsLimit(limit) => {
+            NotifyError::Garbled(format!("reply body over {limit} bytes"))
+        }
         other => NotifyError::Unreachable(other.to_string()),
     }
 }

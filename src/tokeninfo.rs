@@ -6,7 +6,6 @@
 //! `email_verified` true (without the email check any Google-signed token with the right
 //! audience would pass). The token is never logged or returned in an error.
 
-use std::io::Read;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -52,12 +51,11 @@ pub fn check(url: &str, token: &str, audience: &str, email: Option<&str>) -> Res
     if status != 200 {
         return Err(format!("tokeninfo refused the token with status {status}"));
     }
-    let mut body = Vec::new();
-    response
+    let body = response
         .body_mut()
-        .as_reader()
-        .take(MAX_REPLY_BYTES)
-        .read_to_end(&mut body)
+        .with_config()
+        .limit(MAX_REPLY_BYTES)
+        .read_to_vec()
         .map_err(|e| format!("tokeninfo reply unreadable: {e}"))?;
     let info: TokenInfo = serde_json::from_slice(&body)
         .map_err(|e| format!("tokeninfo reply is not the expected JSON: {e}"))?;

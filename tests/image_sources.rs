@@ -26,58 +26,13 @@ const GCR_DELETE: &[u8] = include_bytes!("fixtures/gcr/delete.json");
 const GCR_TRAILING: &[u8] = include_bytes!("fixtures/gcr/insert_lowercase_trailing_brace.json");
 const GCR_BAD: &[u8] = include_bytes!("fixtures/gcr/bad_base64.json");
 
-/// One row of a source's table.
-struct Case {
-    name: &'static str,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    status: u16,
-    /// Exact JSON bodies fluxd must receive; empty = fluxd not called.
-    notified: Vec<&'static str>,
-}
-
-fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
-}
-
-fn run_table(
-    route: &str,
-    server: &flux_recv::server::Running,
-    fluxd: &FakeFluxd,
-    cases: Vec<Case>,
-) {
-    for case in cases {
-        fluxd.clear();
-        let headers: Vec<(&str, &str)> = case
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let reply = post(server.addr(), route, &headers, &case.body);
-        let got = fluxd.bodies();
-        let context = format!(
-            "case {:?}\nheaders: {:?}\nreply: {reply:?}\nfluxd got: {got:?}",
-            case.name, case.headers
-        );
-        assert_eq!(reply.status, case.status, "{context}");
-        assert_eq!(got, case.notified, "{context}");
-    }
-}
-
 fn table_for(source: &'static str, registry_host: Option<&'static str>, cases: Vec<Case>) {
     let fluxd = FakeFluxd::start(Behaviour::Real);
     let mut ep = Ep::new(source, KEY);
     ep.registry_host = registry_host;
     let (server, _) = start(&[ep], &fluxd.api(), test_options());
-    run_table(
-        &route_of(KEY, registry_host.unwrap_or("")),
-        &server,
-        &fluxd,
-        cases,
-    );
+    let route = route_of(KEY, registry_host.unwrap_or(""));
+    run_cases(source, &server, &route, &fluxd, cases);
     server.stop();
 }
 
@@ -92,6 +47,7 @@ fn dockerhub_table() {
                 headers: h(&[("Content-Type", "application/json")]),
                 body: DOCKERHUB.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![
                     r#"{"Kind":"image","Source":{"Name":{"Domain":"","Image":"acme/podinfo"}}}"#,
                 ],
@@ -101,6 +57,7 @@ fn dockerhub_table() {
                 headers: vec![],
                 body: [DOCKERHUB, b"}"].concat(),
                 status: 200,
+                reply: None,
                 notified: vec![
                     r#"{"Kind":"image","Source":{"Name":{"Domain":"","Image":"acme/podinfo"}}}"#,
                 ],
@@ -110,6 +67,7 @@ fn dockerhub_table() {
                 headers: vec![],
                 body: b"{\"repository\":".to_vec(),
                 status: 400,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -117,6 +75,7 @@ fn dockerhub_table() {
                 headers: vec![],
                 body: br#"{"repository":{"repo_name":"a:b:c"}}"#.to_vec(),
                 status: 400,
+                reply: None,
                 notified: vec![],
             },
         ],
@@ -135,6 +94,7 @@ fn quay_table() {
                 headers: vec![],
                 body: QUAY_LIST.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![quay],
             },
             Case {
@@ -142,6 +102,7 @@ fn quay_table() {
                 headers: vec![],
                 body: QUAY_MAP.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![quay],
             },
             Case {
@@ -149,6 +110,7 @@ fn quay_table() {
                 headers: vec![],
                 body: br#"{"repository":"acme/podinfo"}"#.to_vec(),
                 status: 400,
+                reply: None,
                 notified: vec![],
             },
         ],
@@ -167,6 +129,7 @@ fn harbor_table() {
                 headers: h(&[("Authorization", auth)]),
                 body: HARBOR_V1.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![
                     r#"{"Kind":"image","Source":{"Name":{"Domain":"demo.goharbor.io","Image":"test123/alpine"}}}"#,
                 ],
@@ -176,6 +139,7 @@ fn harbor_table() {
                 headers: h(&[("Authorization", auth)]),
                 body: HARBOR_V2.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![
                     r#"{"Kind":"image","Source":{"Name":{"Domain":"harbor.acme.example","Image":"platform/podinfo"}}}"#,
                 ],
@@ -185,6 +149,7 @@ fn harbor_table() {
                 headers: h(&[("Authorization", "Basic Zm9vOmJhcg==")]),
                 body: HARBOR_V2.to_vec(),
                 status: 401,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -192,6 +157,7 @@ fn harbor_table() {
                 headers: vec![],
                 body: HARBOR_V2.to_vec(),
                 status: 401,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -199,6 +165,7 @@ fn harbor_table() {
                 headers: vec![],
                 body: vec![],
                 status: 200,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -206,6 +173,7 @@ fn harbor_table() {
                 headers: h(&[("Authorization", auth)]),
                 body: HARBOR_DELETE.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -213,6 +181,7 @@ fn harbor_table() {
                 headers: h(&[("Authorization", auth)]),
                 body: HARBOR_EMPTY.to_vec(),
                 status: 400,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -220,6 +189,7 @@ fn harbor_table() {
                 headers: h(&[("Authorization", auth)]),
                 body: b"{\"type\":".to_vec(),
                 status: 400,
+                reply: None,
                 notified: vec![],
             },
         ],
@@ -255,6 +225,7 @@ fn nexus_table() {
                 headers: nexus(component, Some(KEY), NEXUS_DOCKER),
                 body: NEXUS_DOCKER.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![
                     r#"{"Kind":"image","Source":{"Name":{"Domain":"nexus.acme.example:8443","Image":"acme/podinfo"}}}"#,
                 ],
@@ -264,6 +235,7 @@ fn nexus_table() {
                 headers: nexus(component, Some(b"wrong"), NEXUS_DOCKER),
                 body: NEXUS_DOCKER.to_vec(),
                 status: 401,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -271,6 +243,7 @@ fn nexus_table() {
                 headers: nexus(component, None, NEXUS_DOCKER),
                 body: NEXUS_DOCKER.to_vec(),
                 status: 401,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -278,6 +251,7 @@ fn nexus_table() {
                 headers: nexus("rm:repository:asset", Some(KEY), NEXUS_ASSET),
                 body: NEXUS_ASSET.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -285,6 +259,7 @@ fn nexus_table() {
                 headers: nexus(component, Some(KEY), NEXUS_MAVEN),
                 body: NEXUS_MAVEN.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -292,6 +267,7 @@ fn nexus_table() {
                 headers: nexus("rm:audit", Some(KEY), NEXUS_DOCKER),
                 body: NEXUS_DOCKER.to_vec(),
                 status: 400,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -299,6 +275,7 @@ fn nexus_table() {
                 headers: nexus(component, Some(KEY), b"{"),
                 body: b"{".to_vec(),
                 status: 400,
+                reply: None,
                 notified: vec![],
             },
         ],
@@ -316,6 +293,7 @@ fn gcr_table_without_authentication() {
                 headers: vec![],
                 body: GCR_TAG.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![
                     r#"{"Kind":"image","Source":{"Name":{"Domain":"us.gcr.io","Image":"acme-prod/podinfo"}}}"#,
                 ],
@@ -325,6 +303,7 @@ fn gcr_table_without_authentication() {
                 headers: vec![],
                 body: GCR_DIGEST.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![
                     r#"{"Kind":"image","Source":{"Name":{"Domain":"us-docker.pkg.dev","Image":"acme-prod/images/podinfo"}}}"#,
                 ],
@@ -334,6 +313,7 @@ fn gcr_table_without_authentication() {
                 headers: vec![],
                 body: GCR_TRAILING.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![
                     r#"{"Kind":"image","Source":{"Name":{"Domain":"gcr.io","Image":"acme-prod/hello"}}}"#,
                 ],
@@ -343,6 +323,7 @@ fn gcr_table_without_authentication() {
                 headers: vec![],
                 body: GCR_DELETE.to_vec(),
                 status: 200,
+                reply: None,
                 notified: vec![],
             },
             Case {
@@ -350,6 +331,7 @@ fn gcr_table_without_authentication() {
                 headers: vec![],
                 body: GCR_BAD.to_vec(),
                 status: 400,
+                reply: None,
                 notified: vec![],
             },
         ],

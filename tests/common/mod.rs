@@ -294,19 +294,9 @@ impl Ep {
 
 /// Writes a config with these endpoints and `api`, and loads it.
 pub fn config_for(endpoints: &[Ep], api: &str) -> config::Config {
-    let dir = temp_dir("cfg");
-    let mut yaml = format!("fluxRecvVersion: 1\napi: {api}\nendpoints:\n");
-    for (i, ep) in endpoints.iter().enumerate() {
-        let key_file = format!("key{i}");
-        std::fs::write(dir.join(&key_file), &ep.key).unwrap();
-        yaml.push_str(&format!("- source: {}\n  keyPath: {key_file}\n", ep.source));
-        if let Some(host) = ep.registry_host {
-            yaml.push_str(&format!("  registryHost: {host}\n"));
-        }
-    }
-    let path = dir.join("fluxrecv.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    config::load(&path).expect("test config loads").config
+    config::load(&config_file(endpoints, api))
+        .expect("test config loads")
+        .config
 }
 
 /// The real server on 127.0.0.1:0 with these endpoints, notifying `api`.
@@ -635,7 +625,7 @@ impl Drop for Proc {
 
 /// Writes a config for these endpoints and returns its path.
 pub fn config_file(endpoints: &[Ep], api: &str) -> PathBuf {
-    let dir = temp_dir("proc");
+    let dir = temp_dir("config");
     let mut yaml = format!("fluxRecvVersion: 1\napi: {api}\nendpoints:\n");
     for (i, ep) in endpoints.iter().enumerate() {
         let key_file = format!("key{i}");
@@ -648,4 +638,62 @@ pub fn config_file(endpoints: &[Ep], api: &str) -> PathBuf {
     let path = dir.join("fluxrecv.yaml");
     std::fs::write(&path, yaml).unwrap();
     path
+}
+
+/// One row of a source's table: a delivery and what must come of it.
+pub struct Case {
+    pub name: &'static str,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub status: u16,
+    /// The exact reply body, when the row checks it.
+    pub reply: Option<&'static str>,
+    /// Exact JSON bodies fluxd must receive, in order; empty = fluxd not called.
+    pub notified: Vec<&'static str>,
+}
+
+/// Owned header pairs.
+pub fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Sends each case to `route` and checks the status, the reply, and exactly what fluxd got
+/// (a POST to /api/flux/v11/notify with JSON headers). A failure prints the whole exchange.
+pub fn run_cases(label: &str, server: &Running, route: &str, fluxd: &FakeFluxd, cases: Vec<Case>) {
+    for case in cases {
+        fluxd.clear();
+        let headers: Vec<(&str, &str)> = case
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let reply = post(server.addr(), route, &headers, &case.body);
+        let got = fluxd.bodies();
+        let context = format!(
+            "{label} case {:?}\nrequest headers: {:?}\nreply: {reply:?}\nfluxd got: {got:?}",
+            case.name, case.headers
+        );
+        assert_eq!(reply.status, case.status, "{context}");
+        if let Some(body) = case.reply {
+            assert_eq!(reply.body, body, "{context}");
+        }
+        assert_eq!(got, case.notified, "{context}");
+        for request in fluxd.requests() {
+            assert_eq!(request.method, "POST", "{context}");
+            assert_eq!(request.path, "/api/flux/v11/notify", "{context}");
+            assert_eq!(
+                request.header("Accept"),
+                Some("application/json"),
+                "{context}"
+            );
+            assert_eq!(
+                request.header("Content-Type"),
+                Some("application/json"),
+                "{context}"
+            );
+        }
+    }
 }
