@@ -466,14 +466,6 @@ impl Routes {
         }
         found
     }
-
-    pub fn len(&self) -> usize {
-        self.endpoints.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -69,10 +69,6 @@ impl Fluxd {
         }
     }
 
-    pub fn notify_url(&self) -> &str {
-        &self.notify_url
-    }
-
     /// Notifies every change in order within one shared time budget. On failure, returns the
     /// index of the change that failed and why; later changes are not sent.
     pub fn notify_all(&self, changes: &[Change]) -> Result<(), (usize, NotifyError)> {

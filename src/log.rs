@@ -81,10 +81,6 @@ pub fn emit(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) 
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
-pub fn debug(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
-    emit(Level::Debug, msg, fields);
-}
-
 pub fn info(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
     emit(Level::Info, msg, fields);
 }

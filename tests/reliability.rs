@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const KEY: &[u8] = b"reliability-key-0123456789abcdef";
-const PUSH: &[u8] = include_bytes!("fixtures/gitlab/push.json");
 
 fn gitlab(api: &str) -> String {
     config_file(&[Ep::new("GitLab", KEY)], api)
@@ -21,14 +20,7 @@ fn gitlab(api: &str) -> String {
 }
 
 fn delivery(route: &str) -> Vec<u8> {
-    let mut req = format!(
-        "POST {route} HTTP/1.1\r\nHost: x\r\nX-Gitlab-Event: Push Hook\r\nX-Gitlab-Token: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        std::str::from_utf8(KEY).unwrap(),
-        PUSH.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(PUSH);
-    req
+    gitlab_push_request(route, KEY, "Connection: close\r\n")
 }
 
 #[test]

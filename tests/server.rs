@@ -26,14 +26,7 @@ fn gitlab_server(api: &str) -> flux_recv::server::Running {
 }
 
 fn push_request(route: &str, extra: &str) -> Vec<u8> {
-    let mut req = format!(
-        "POST {route} HTTP/1.1\r\nHost: x\r\nX-Gitlab-Event: Push Hook\r\nX-Gitlab-Token: {}\r\nContent-Length: {}\r\n{extra}\r\n",
-        std::str::from_utf8(KEY).unwrap(),
-        PUSH.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(PUSH);
-    req
+    gitlab_push_request(route, KEY, extra)
 }
 
 #[test]

@@ -697,3 +697,18 @@ pub fn run_cases(label: &str, server: &Running, route: &str, fluxd: &FakeFluxd, 
         }
     }
 }
+
+/// The GitLab push fixture, used by the raw-socket tests.
+pub const GITLAB_PUSH: &[u8] = include_bytes!("../fixtures/gitlab/push.json");
+
+/// A raw GitLab push delivery to `route` with token `key`; `extra` is more header lines.
+pub fn gitlab_push_request(route: &str, key: &[u8], extra: &str) -> Vec<u8> {
+    let mut req = format!(
+        "POST {route} HTTP/1.1\r\nHost: x\r\nX-Gitlab-Event: Push Hook\r\nX-Gitlab-Token: {}\r\nContent-Length: {}\r\n{extra}\r\n",
+        String::from_utf8_lossy(key),
+        GITLAB_PUSH.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(GITLAB_PUSH);
+    req
+}
