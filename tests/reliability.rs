@@ -31,7 +31,7 @@ fn slow_clients_hold_only_their_own_connection() {
         "--config",
         &config,
         "--read-timeout",
-        "2",
+        "3",
         "--max-connections",
         "600",
     ]);
@@ -66,8 +66,15 @@ fn slow_clients_hold_only_their_own_connection() {
             })
         })
         .collect();
-    threads_at_least(before.0 + 390);
-    let during = (server.status("Threads"), server.status("VmRSS"));
+    // The acceptor may still be spawning on a loaded machine: watch for up to 2 s (less than the
+    // read timeout, so no stalled connection has been let go yet) and keep the peak.
+    let mut during = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while during.0 < before.0 + 400 && Instant::now() < deadline {
+        let now = (server.status("Threads"), server.status("VmRSS"));
+        during = (during.0.max(now.0), during.1.max(now.1));
+        thread::sleep(Duration::from_millis(10));
+    }
 
     // A real delivery in the middle is answered within 1 s.
     let started = Instant::now();
@@ -85,7 +92,7 @@ fn slow_clients_hold_only_their_own_connection() {
         *statuses.entry(status).or_insert(0) += 1;
     }
     assert!(
-        longest < Duration::from_secs(3),
+        longest < Duration::from_secs(4),
         "a stalled connection was held {longest:?}"
     );
     assert_eq!(statuses.get(&408), Some(&400), "{statuses:?}");
@@ -101,7 +108,7 @@ fn slow_clients_hold_only_their_own_connection() {
     );
     // One thread per open connection plus the fixed ones, and they all go away.
     assert!(
-        during.0 >= 400 && during.0 <= 400 + before.0 + 2,
+        during.0 >= before.0 + 400 && during.0 <= before.0 + 400 + 2,
         "{during:?} {before:?}"
     );
     assert!(
