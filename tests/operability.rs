@@ -119,11 +119,8 @@ fn metrics_parse_and_move_after_deliveries() {
     );
     assert_eq!(sample(&after, "flux_recv_request_body_bytes_count{}"), 3.0);
     assert_eq!(sample(&after, "flux_recv_endpoints{}"), 1.0);
-    assert_eq!(
-        sample(&after, "flux_recv_busy_handlers{}"),
-        1.0,
-        "the scrape itself"
-    );
+    // At least the scrape itself (a finished request's thread may not have let go yet).
+    assert!(sample(&after, "flux_recv_busy_handlers{}") >= 1.0);
     assert!(sample(&after, "flux_recv_open_connections{}") >= 1.0);
     assert_eq!(
         sample(
@@ -324,7 +321,7 @@ fn ready_is_200_while_serving_and_503_while_stopping() {
     assert_eq!(read_reply(&mut kept, &mut buf).unwrap().status, 200);
     let addr = server.addr;
     let in_flight = thread::spawn(move || push(addr, KEY, &[]).status);
-    thread::sleep(Duration::from_millis(200));
+    fluxd.wait_for_requests(1);
     server.signal("TERM");
     thread::sleep(Duration::from_millis(100));
     kept.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -619,7 +616,7 @@ fn a_request_in_flight_finishes_on_the_table_it_started_with() {
     let server = Proc::start(&["--config", &config, "--watch-interval", "3600"]);
     let addr = server.addr;
     let in_flight = thread::spawn(move || push(addr, KEY, &[]).status);
-    thread::sleep(Duration::from_millis(200));
+    old_fluxd.wait_for_requests(1);
     write_config(&dir, KEY, &new_fluxd.api());
     server.signal("HUP");
     let reloaded = "msg=\"config reloaded\"";

@@ -289,7 +289,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let mut server = Proc::start(&["--config", &config]);
     let (addr, route) = (server.addr, route_of(KEY, ""));
     let in_flight = thread::spawn(move || raw(addr, &delivery(&route)).map(|r| r.status));
-    thread::sleep(Duration::from_millis(300));
+    fluxd.wait_for_requests(1);
     server.signal("TERM");
     thread::sleep(Duration::from_millis(100));
     // No new connections once stopping.
@@ -337,7 +337,7 @@ fn sigterm_gives_up_after_the_grace_period() {
     ]);
     let (addr, route) = (server.addr, route_of(KEY, ""));
     thread::spawn(move || raw(addr, &delivery(&route)));
-    thread::sleep(Duration::from_millis(200));
+    fluxd.wait_for_requests(1);
     let started = Instant::now();
     server.signal("TERM");
     assert_eq!(server.wait_exit(Duration::from_secs(3)), Some(0));

@@ -655,8 +655,9 @@ fn finish(
         close,
         ..Reply::default()
     };
-    let written = write_reply(conn, &reply, head_only).is_ok();
+    // Counted before the reply goes out, so a scrape that follows an answer includes it.
     metrics::get().request(ctx.endpoint.map(|e| e.source), request_outcome(&result));
+    let written = write_reply(conn, &reply, head_only).is_ok();
     log_request(&result, status, ctx, &delivery);
     written && !close
 }

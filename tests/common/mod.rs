@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flux_recv::config;
 use flux_recv::server::{Options, Running, Server};
@@ -136,6 +136,19 @@ impl FakeFluxd {
 
     pub fn clear(&self) {
         self.received.lock().unwrap().clear();
+    }
+
+    /// Waits (up to 5 s) until `n` notify calls have arrived; a slow fake records each
+    /// before it sleeps, so this is how a test knows a delivery is in flight.
+    pub fn wait_for_requests(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.received.lock().unwrap().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "fake fluxd never got {n} requests"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
@@ -582,10 +595,10 @@ impl Proc {
     /// Waits up to 5 s for `needle` in stderr (a request's line is written after its reply),
     /// and returns all of stderr.
     pub fn stderr_with(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let text = self.stderr_text();
-            if text.contains(needle) || std::time::Instant::now() >= deadline {
+            if text.contains(needle) || Instant::now() >= deadline {
                 return text;
             }
             thread::sleep(Duration::from_millis(10));
@@ -603,12 +616,12 @@ impl Proc {
 
     /// Waits up to `limit` for the process to exit; its exit code, or None if still running.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + limit;
+        let deadline = Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status.code().unwrap_or(-1));
             }
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return None;
             }
             thread::sleep(Duration::from_millis(10));
