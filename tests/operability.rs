@@ -28,6 +28,39 @@ fn push(addr: std::net::SocketAddr, key: &[u8], extra: &[(&str, &str)]) -> Reply
     post(addr, &route_of(key, ""), &headers, PUSH)
 }
 
+/// Where `prometheus_client` can be imported from: the Python's own when it has it, else a
+/// folder under the target dir that pip fills once, so `cargo test` alone runs on a fresh machine.
+fn prometheus_client_path() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = concat!(env!("CARGO_TARGET_TMPDIR"), "/pydeps");
+        let importable = Command::new("python3")
+            .args(["-c", "import prometheus_client"])
+            .env("PYTHONPATH", dir)
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !importable {
+            let out = Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(["--target", dir, "prometheus_client"])
+                .output()
+                .expect("python3");
+            assert!(
+                out.status.success(),
+                "pip could not install prometheus_client into {dir}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        dir.to_owned()
+    })
+}
+
 /// Parses exposition text with prometheus_client's parser; returns `name{labels} value` lines.
 fn prometheus_parse(text: &str) -> Vec<String> {
     let script = r#"
@@ -40,6 +73,7 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 "#;
     let mut child = Command::new("python3")
         .args(["-c", script])
+        .env("PYTHONPATH", prometheus_client_path())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -55,7 +89,7 @@ for family in text_string_to_metric_families(sys.stdin.read()):
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "prometheus_client could not parse /metrics (pip install prometheus_client):\n{}\n{text}",
+        "prometheus_client could not parse /metrics:\n{}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)
