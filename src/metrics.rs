@@ -264,7 +264,7 @@ impl Metrics {
             ),
             (
                 "flux_recv_busy_handlers",
-                "Requests being handled.",
+                "Handler-pool threads running a delivery (at most --threads).",
                 busy as u64,
             ),
             (

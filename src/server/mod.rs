@@ -127,8 +127,10 @@ struct Shared {
     separate_metrics: bool,
     opts: Options,
     open: AtomicUsize,
-    /// Requests between a complete head and a written reply.
+    /// Requests between a complete head and a written reply (what a stop waits for).
     busy: AtomicUsize,
+    /// Handler-pool threads running a job (the `busy handlers` gauge; at most `--threads`).
+    handling: Arc<AtomicUsize>,
     stopping: AtomicBool,
     jobs: mpsc::Sender<Job>,
     budget: Arc<Budget>,
@@ -165,6 +167,7 @@ impl Server {
             opts,
             open: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
+            handling: Arc::new(AtomicUsize::new(0)),
             stopping: AtomicBool::new(false),
             jobs: tx,
         });
@@ -209,9 +212,10 @@ impl Server {
         let jobs = Arc::new(Mutex::new(self.jobs));
         for n in 0..self.shared.opts.threads.max(1) {
             let jobs = Arc::clone(&jobs);
+            let handling = Arc::clone(&self.shared.handling);
             let spawned = thread::Builder::new()
                 .name(format!("handler-{n}"))
-                .spawn(move || handler_loop(&jobs));
+                .spawn(move || handler_loop(&jobs, &handling));
             if let Err(e) = spawned {
                 log::error("cannot start handler thread", &[("error", &e)]);
             }
@@ -371,7 +375,7 @@ fn refuse_overloaded(stream: TcpStream) {
     );
 }
 
-/// Counts a request as in progress until dropped.
+/// Counts one piece of work in progress (a request, a pool job) while alive.
 struct BusyGuard<'a>(&'a AtomicUsize);
 
 impl<'a> BusyGuard<'a> {
@@ -405,7 +409,7 @@ struct Job {
     _body: Reservation,
 }
 
-fn handler_loop(jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn handler_loop(jobs: &Mutex<mpsc::Receiver<Job>>, handling: &AtomicUsize) {
     loop {
         let job = {
             let receiver = jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -414,10 +418,12 @@ fn handler_loop(jobs: &Mutex<mpsc::Receiver<Job>>) {
                 Err(_) => return,
             }
         };
+        let busy = BusyGuard::new(handling);
         let result = catch_unwind(AssertUnwindSafe(|| {
             process(&job.table, &job.endpoint, &job.incoming)
         }))
         .unwrap_or(Err(HookError::Panic));
+        drop(busy);
         let _ = job.reply.send(result);
     }
 }
@@ -631,7 +637,7 @@ fn finish_early(conn: &mut Conn<TcpStream>, error: HookError, started: Instant) 
 fn metrics_reply(shared: &Shared, mut reply: Reply) -> Reply {
     reply.body = metrics::get().render(
         shared.open.load(Ordering::SeqCst),
-        shared.busy.load(Ordering::SeqCst),
+        shared.handling.load(Ordering::SeqCst),
     );
     reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
     reply
