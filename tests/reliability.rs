@@ -36,15 +36,20 @@ fn slow_clients_hold_only_their_own_connection() {
         "600",
     ]);
     let route = route_of(KEY, "");
-    // main, acceptor, 4 handlers, the signal thread and the file watcher
-    let threads_at_least = |n: u64| {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while server.status("Threads") < n && Instant::now() < deadline {
+    // Watches (up to `limit`) until `n` threads are up; the highest (threads, RSS) seen.
+    let watch = |n: u64, limit: Duration| {
+        let (mut peak, deadline) = ((0, 0), Instant::now() + limit);
+        loop {
+            let now = (server.status("Threads"), server.status("VmRSS"));
+            peak = (peak.0.max(now.0), peak.1.max(now.1));
+            if peak.0 >= n || Instant::now() >= deadline {
+                return peak;
+            }
             thread::sleep(Duration::from_millis(10));
         }
     };
-    threads_at_least(8);
-    let before = (server.status("Threads"), server.status("VmRSS"));
+    // main, acceptor, 4 handlers, the signal thread and the file watcher
+    let before = watch(8, Duration::from_secs(3));
 
     let full = std::sync::Arc::new(delivery(&route));
     // Each stalled client waits for its answer on its own thread and reports (status, waited).
@@ -68,13 +73,7 @@ fn slow_clients_hold_only_their_own_connection() {
         .collect();
     // The acceptor may still be spawning on a loaded machine: watch for up to 2 s (less than the
     // read timeout, so no stalled connection has been let go yet) and keep the peak.
-    let mut during = (0, 0);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while during.0 < before.0 + 400 && Instant::now() < deadline {
-        let now = (server.status("Threads"), server.status("VmRSS"));
-        during = (during.0.max(now.0), during.1.max(now.1));
-        thread::sleep(Duration::from_millis(10));
-    }
+    let during = watch(before.0 + 400, Duration::from_secs(2));
 
     // A real delivery in the middle is answered within 1 s.
     let started = Instant::now();

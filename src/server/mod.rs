@@ -130,7 +130,7 @@ struct Shared {
     /// Requests between a complete head and a written reply (what a stop waits for).
     busy: AtomicUsize,
     /// Handler-pool threads running a job (the `busy handlers` gauge; at most `--threads`).
-    handling: Arc<AtomicUsize>,
+    handling: AtomicUsize,
     stopping: AtomicBool,
     jobs: mpsc::Sender<Job>,
     budget: Arc<Budget>,
@@ -167,7 +167,7 @@ impl Server {
             opts,
             open: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
-            handling: Arc::new(AtomicUsize::new(0)),
+            handling: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             jobs: tx,
         });
@@ -212,10 +212,10 @@ impl Server {
         let jobs = Arc::new(Mutex::new(self.jobs));
         for n in 0..self.shared.opts.threads.max(1) {
             let jobs = Arc::clone(&jobs);
-            let handling = Arc::clone(&self.shared.handling);
+            let shared = Arc::clone(&self.shared);
             let spawned = thread::Builder::new()
                 .name(format!("handler-{n}"))
-                .spawn(move || handler_loop(&jobs, &handling));
+                .spawn(move || handler_loop(&jobs, &shared.handling));
             if let Err(e) = spawned {
                 log::error("cannot start handler thread", &[("error", &e)]);
             }
