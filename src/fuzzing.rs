@@ -5,11 +5,10 @@
 use std::path::Path;
 
 use crate::change::ImageName;
-use crate::config::{self, Endpoint, Key};
-use crate::error::HookError;
-use crate::server::frame_request;
-use crate::signature::{self, Algorithm};
-use crate::sources::{Incoming, Outcome, Source};
+use crate::config;
+use crate::server::{frame_request, Refusal};
+use crate::signature::{self, Algorithm, Key};
+use crate::sources::{Outcome, Rejection, Settings, Source};
 
 const FUZZ_KEY: &[u8] = b"fuzz-key-0123456789abcdef";
 const FUZZ_MAX_BODY: u64 = 64 * 1024;
@@ -27,80 +26,30 @@ pub fn http_request(data: &[u8]) {
             let whole = frame_request(bytes, bytes.len().max(1), FUZZ_MAX_BODY);
             assert_eq!(whole.as_ref().ok(), Some(&framed));
         }
-        Err(error) => {
+        Err(refusal) => {
             assert!(
-                matches!(error.status(), 400 | 413 | 431),
-                "framing error with status {}",
-                error.status()
+                matches!(
+                    refusal,
+                    Refusal::BadRequest(_) | Refusal::TooLarge | Refusal::HeadTooLarge
+                ),
+                "framing refused with {refusal:?}"
             );
         }
     }
 }
 
-/// Event headers tried per source, chosen by byte 1.
-fn events(source: Source) -> &'static [(&'static str, &'static str)] {
-    match source {
-        Source::GitHub => &[("X-GitHub-Event", "push"), ("X-GitHub-Event", "ping")],
-        Source::GitLab => &[
-            ("X-Gitlab-Event", "Push Hook"),
-            ("X-Gitlab-Event", "Tag Push Hook"),
-        ],
-        Source::BitbucketCloud => &[("X-Event-Key", "repo:push")],
-        Source::BitbucketServer => &[
-            ("X-Event-Key", "repo:refs_changed"),
-            ("X-Event-Key", "diagnostics:ping"),
-        ],
-        Source::Nexus => &[
-            ("X-Nexus-Webhook-Id", "rm:repository:component"),
-            ("X-Nexus-Webhook-Id", "rm:repository:asset"),
-        ],
-        Source::DockerHub | Source::Quay | Source::Harbor | Source::GoogleContainerRegistry => {
-            &[("X-Unused", "")]
-        }
-    }
-}
-
-/// A source's parse entry point: byte 0 picks the source, byte 1 the event; the rest is the body,
-/// correctly signed (or with the right token) so that the payload parser is reached.
+/// A source's parse entry point: byte 0 picks the source (byte 1 is kept for the corpus'
+/// layout), the rest is the body of the source's sample delivery, correctly signed (or with the
+/// right token) so that the payload parser is reached.
 pub fn source_payload(data: &[u8]) {
-    let [pick, event, body @ ..] = data else {
+    let [pick, _event, body @ ..] = data else {
         return;
     };
     let source = Source::ALL[usize::from(*pick) % Source::ALL.len()];
-    let choices = events(source);
-    let (name, value) = choices[usize::from(*event) % choices.len()];
-    let key = std::str::from_utf8(FUZZ_KEY).unwrap_or_default();
-    let sha256 = format!(
-        "sha256={}",
-        signature::sign_hex(Algorithm::Sha256, FUZZ_KEY, body)
-    );
-    let sha1 = signature::sign_hex(Algorithm::Sha1, FUZZ_KEY, body);
-    let headers: Vec<(String, String)> = [
-        (name, value),
-        ("Content-Type", "application/json"),
-        ("X-Hub-Signature-256", &sha256),
-        ("X-Hub-Signature", &sha256),
-        ("X-Gitlab-Token", key),
-        ("Authorization", key),
-        ("X-Nexus-Webhook-Signature", &sha1),
-    ]
-    .iter()
-    .map(|(n, v)| (n.to_string(), v.to_string()))
-    .collect();
-    let incoming = Incoming {
-        method: "POST".into(),
-        path: "/hook/fuzz".into(),
-        headers,
-        body: body.to_vec(),
-    };
-    let endpoint = Endpoint::new(
-        0,
-        source,
-        Key::new(FUZZ_KEY.to_vec()),
-        "fuzz.key".into(),
-        Some("registry.example.com".into()),
-    );
-    match source.handle(&incoming, &endpoint) {
+    let incoming = source.sample(FUZZ_KEY, body);
+    let mut settings = Settings::new(Key::new(FUZZ_KEY.to_vec()));
+    settings.registry_host = Some("registry.example.com".into());
+    match source.handle(&incoming, &settings) {
         Ok(Outcome::Notify(changes)) => {
             assert!(!changes.is_empty());
             for change in changes {
@@ -111,7 +60,7 @@ pub fn source_payload(data: &[u8]) {
         }
         Ok(Outcome::Ignored(reason)) => assert!(reason.len() < 200),
         Ok(Outcome::Pong) => {}
-        Err(HookError::BadRequest(_)) => {}
+        Err(Rejection::Malformed(_)) => {}
         Err(other) => panic!("a correctly signed delivery gave {other:?}"),
     }
 }

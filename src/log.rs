@@ -4,6 +4,7 @@
 //! callers pass only what may be shown (source, an 8-hex digest prefix, outcomes), never a key,
 //! a MAC or a full digest.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -66,8 +67,72 @@ pub fn enabled(level: Level) -> bool {
     level as u8 >= MIN_LEVEL.load(Ordering::Relaxed)
 }
 
+/// One field's value. Its JSON type is chosen by the caller for the field, never guessed from
+/// the text, so a field has the same type on every line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Text(Cow<'a, str>),
+    Int(u64),
+    Float(f64),
+}
+
+/// Any `Display` value as text.
+pub fn text(value: impl std::fmt::Display) -> Value<'static> {
+    Value::Text(Cow::Owned(value.to_string()))
+}
+
+/// Milliseconds with one decimal, as a number.
+pub fn millis(duration: std::time::Duration) -> Value<'static> {
+    Value::Float((duration.as_secs_f64() * 10_000.0).round() / 10.0)
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(s: &'a str) -> Value<'a> {
+        Value::Text(Cow::Borrowed(s))
+    }
+}
+
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(s: &'a String) -> Value<'a> {
+        Value::Text(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Value<'static> {
+    fn from(s: String) -> Value<'static> {
+        Value::Text(Cow::Owned(s))
+    }
+}
+
+impl From<u64> for Value<'static> {
+    fn from(n: u64) -> Value<'static> {
+        Value::Int(n)
+    }
+}
+
+impl From<usize> for Value<'static> {
+    fn from(n: usize) -> Value<'static> {
+        Value::Int(n as u64)
+    }
+}
+
+impl From<u16> for Value<'static> {
+    fn from(n: u16) -> Value<'static> {
+        Value::Int(u64::from(n))
+    }
+}
+
+impl From<f64> for Value<'static> {
+    fn from(x: f64) -> Value<'static> {
+        Value::Float(x)
+    }
+}
+
+/// A line's fields, in order.
+pub type Fields<'a> = [(&'a str, Value<'a>)];
+
 /// Writes one line: ts, level, msg, then `fields` in order.
-pub fn emit(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+pub fn emit(level: Level, msg: &str, fields: &Fields<'_>) {
     if !enabled(level) {
         return;
     }
@@ -81,24 +146,19 @@ pub fn emit(level: Level, msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) 
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
-pub fn info(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+pub fn info(msg: &str, fields: &Fields<'_>) {
     emit(Level::Info, msg, fields);
 }
 
-pub fn warn(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+pub fn warn(msg: &str, fields: &Fields<'_>) {
     emit(Level::Warn, msg, fields);
 }
 
-pub fn error(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+pub fn error(msg: &str, fields: &Fields<'_>) {
     emit(Level::Error, msg, fields);
 }
 
-fn logfmt_line(
-    ts: &str,
-    level: Level,
-    msg: &str,
-    fields: &[(&str, &dyn std::fmt::Display)],
-) -> String {
+fn logfmt_line(ts: &str, level: Level, msg: &str, fields: &Fields<'_>) -> String {
     let mut line = String::with_capacity(160);
     let _ = write!(line, "ts={ts} level={} msg=", level.as_str());
     push_logfmt_value(&mut line, msg);
@@ -106,7 +166,15 @@ fn logfmt_line(
         line.push(' ');
         line.push_str(key);
         line.push('=');
-        push_logfmt_value(&mut line, &value.to_string());
+        match value {
+            Value::Text(text) => push_logfmt_value(&mut line, text),
+            Value::Int(n) => {
+                let _ = write!(line, "{n}");
+            }
+            Value::Float(x) => {
+                let _ = write!(line, "{x}");
+            }
+        }
     }
     line.push('\n');
     line
@@ -140,64 +208,28 @@ fn push_logfmt_value(line: &mut String, value: &str) {
     line.push('"');
 }
 
-/// The same fields, in the same order, as one JSON object; numbers stay numbers.
-fn json_line(
-    ts: &str,
-    level: Level,
-    msg: &str,
-    fields: &[(&str, &dyn std::fmt::Display)],
-) -> String {
-    let mut line = String::with_capacity(200);
-    line.push_str("{\"ts\":");
-    push_json_string(&mut line, ts);
-    line.push_str(",\"level\":\"");
-    line.push_str(level.as_str());
-    line.push_str("\",\"msg\":");
-    push_json_string(&mut line, msg);
-    for (key, value) in fields {
-        line.push(',');
-        push_json_string(&mut line, key);
-        line.push(':');
-        let text = value.to_string();
-        if is_json_number(&text) {
-            line.push_str(&text);
-        } else {
-            push_json_string(&mut line, &text);
-        }
+/// The same fields, in the same order, as one JSON object; strings and numbers are written by
+/// serde_json.
+fn json_line(ts: &str, level: Level, msg: &str, fields: &Fields<'_>) -> String {
+    let mut line = Vec::with_capacity(200);
+    let head = [("ts", ts), ("level", level.as_str()), ("msg", msg)];
+    let pairs = head
+        .iter()
+        .map(|(k, v)| (*k, Value::from(*v)))
+        .chain(fields.iter().cloned());
+    for (i, (key, value)) in pairs.enumerate() {
+        line.push(if i == 0 { b'{' } else { b',' });
+        // Writing strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut line, key);
+        line.push(b':');
+        let _ = match &value {
+            Value::Text(text) => serde_json::to_writer(&mut line, text.as_ref()),
+            Value::Int(n) => serde_json::to_writer(&mut line, n),
+            Value::Float(x) => serde_json::to_writer(&mut line, x),
+        };
     }
-    line.push_str("}\n");
-    line
-}
-
-/// `0`, `200`, `1.5`: digits with no leading zero, at most one inner `.`.
-fn is_json_number(text: &str) -> bool {
-    let (whole, fraction) = match text.split_once('.') {
-        Some((w, f)) => (w, Some(f)),
-        None => (text, None),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    digits(whole)
-        && (whole == "0" || !whole.starts_with('0'))
-        && fraction.is_none_or(digits)
-        && text.len() <= 18
-}
-
-fn push_json_string(line: &mut String, value: &str) {
-    line.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => line.push_str("\\\""),
-            '\\' => line.push_str("\\\\"),
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            '\t' => line.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(line, "\\u{:04x}", c as u32);
-            }
-            c => line.push(c),
-        }
-    }
-    line.push('"');
+    line.extend_from_slice(b"}\n");
+    String::from_utf8_lossy(&line).into_owned()
 }
 
 /// Now as `2026-11-30T04:28:10.123Z`.
@@ -252,10 +284,10 @@ mod tests {
             Level::Warn,
             "request",
             &[
-                ("source", &"GitHub"),
-                ("detail", &"a \"b\"\nc=d"),
-                ("empty", &""),
-                ("status", &401),
+                ("source", "GitHub".into()),
+                ("detail", "a \"b\"\nc=d".into()),
+                ("empty", "".into()),
+                ("status", 401u16.into()),
             ],
         );
         assert_eq!(
@@ -271,11 +303,11 @@ mod tests {
             Level::Info,
             "request",
             &[
-                ("source", &"GitLab"),
-                ("hook", &"0123abcd"),
-                ("status", &200),
-                ("elapsed_ms", &"1.5"),
-                ("detail", &"x\"\ny"),
+                ("source", "GitLab".into()),
+                ("hook", "0123abcd".into()),
+                ("status", 200u16.into()),
+                ("elapsed_ms", 1.5.into()),
+                ("detail", "x\"\ny\u{1}\u{7f}\\".into()),
             ],
         );
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
@@ -287,30 +319,45 @@ mod tests {
         assert_eq!(v["hook"], "0123abcd");
         assert_eq!(v["status"], 200);
         assert_eq!(v["elapsed_ms"], 1.5);
-        assert_eq!(v["detail"], "x\"\ny");
+        assert_eq!(v["detail"], "x\"\ny\u{1}\u{7f}\\");
         assert!(line.starts_with("{\"ts\":\"T\",\"level\":\"info\",\"msg\":\"request\",\"source\""));
     }
 
+    /// A field's JSON type is the field's, whatever its text: an all-digit digest prefix or
+    /// delivery id stays a string.
     #[test]
-    fn json_numbers_and_strings() {
-        for (text, number) in [
-            ("0", true),
-            ("200", true),
-            ("1.5", true),
-            ("007", false),
-            ("1.", false),
-            (".5", false),
-            ("1.2.3", false),
-            ("-1", false),
-            ("12345678901234567890", false),
-            ("0123abcd", false),
-        ] {
-            assert_eq!(is_json_number(text), number, "{text}");
-        }
-        let mut line = String::new();
-        push_json_string(&mut line, "a\u{1}b\u{7f}\\");
-        let back: String = serde_json::from_str(&line).unwrap();
-        assert_eq!(back, "a\u{1}b\u{7f}\\");
+    fn text_that_looks_like_a_number_stays_a_string() {
+        let line = json_line(
+            "T",
+            Level::Info,
+            "request",
+            &[
+                ("hook", "12345678".into()),
+                ("delivery", text(4242)),
+                ("changes", 2usize.into()),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["hook"], "12345678");
+        assert_eq!(v["delivery"], "4242");
+        assert_eq!(v["changes"], 2);
+    }
+
+    #[test]
+    fn millis_round_to_one_decimal() {
+        assert_eq!(
+            millis(std::time::Duration::from_micros(8_649)),
+            Value::Float(8.6)
+        );
+        assert_eq!(
+            logfmt_line(
+                "T",
+                Level::Info,
+                "m",
+                &[("ms", millis(std::time::Duration::from_millis(3)))]
+            ),
+            "ts=T level=info msg=m ms=3\n"
+        );
     }
 
     #[test]

@@ -1,85 +1,127 @@
 //! Counters, gauges and histograms, rendered in the Prometheus text format (version 0.0.4).
-//! Hand-written: it is small, and label values come only from fixed sets (sources, outcomes,
-//! results), never from a request, so no digest, repository or path can become a label.
+//! Hand-written: it is small. This is a leaf: it takes label values as strings and knows no
+//! domain type. Callers pass values from fixed sets only (source names, verdict words, the
+//! config's downstream names), never anything from a request, so no digest, repository or path
+//! can become a label.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::sources::Source;
-
-/// Request outcomes, the `outcome` label of `flux_recv_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestOutcome {
-    Notified,
-    Ignored,
-    Pong,
-    Unauthorized,
-    BadRequest,
-    TooLarge,
-    Timeout,
-    NotFound,
-    Error,
+/// A counter family: one count per combination of label values.
+pub struct Counter {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    /// (label values, count), in the order series were first seen.
+    series: Mutex<Vec<(Vec<String>, u64)>>,
 }
 
-impl RequestOutcome {
-    const ALL: [RequestOutcome; 9] = [
-        RequestOutcome::Notified,
-        RequestOutcome::Ignored,
-        RequestOutcome::Pong,
-        RequestOutcome::Unauthorized,
-        RequestOutcome::BadRequest,
-        RequestOutcome::TooLarge,
-        RequestOutcome::Timeout,
-        RequestOutcome::NotFound,
-        RequestOutcome::Error,
-    ];
+impl Counter {
+    pub const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Counter {
+        Counter {
+            name,
+            help,
+            labels,
+            series: Mutex::new(Vec::new()),
+        }
+    }
 
-    fn label(self) -> &'static str {
-        match self {
-            RequestOutcome::Notified => "notified",
-            RequestOutcome::Ignored => "ignored",
-            RequestOutcome::Pong => "pong",
-            RequestOutcome::Unauthorized => "unauthorized",
-            RequestOutcome::BadRequest => "bad_request",
-            RequestOutcome::TooLarge => "too_large",
-            RequestOutcome::Timeout => "timeout",
-            RequestOutcome::NotFound => "not_found",
-            RequestOutcome::Error => "error",
+    /// Makes the series exist at 0, so that it is scraped before anything happens.
+    pub fn declare(&self, values: &[&str]) {
+        self.add(values, 0);
+    }
+
+    pub fn inc(&self, values: &[&str]) {
+        self.add(values, 1);
+    }
+
+    fn add(&self, values: &[&str], n: u64) {
+        debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        match series.iter_mut().find(|(v, _)| v.iter().eq(values)) {
+            Some((_, count)) => *count += n,
+            None => series.push((values.iter().map(|v| (*v).to_owned()).collect(), n)),
+        }
+    }
+
+    /// The count of one series (0 if never seen).
+    pub fn get(&self, values: &[&str]) -> u64 {
+        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        series
+            .iter()
+            .find(|(v, _)| v.iter().eq(values))
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {0} {1}\n# TYPE {0} counter",
+            self.name, self.help
+        );
+        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for (values, count) in series.iter() {
+            let _ = writeln!(
+                out,
+                "{}{} {count}",
+                self.name,
+                label_set(self.labels, values)
+            );
         }
     }
 }
 
-/// Notify call results, the `result` label of `flux_recv_notify_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotifyResult {
-    Ok,
-    Rejected,
-    Unreachable,
-    TimedOut,
+/// `{a="x",b="y"}`, or nothing without labels. Values are escaped as the format requires.
+fn label_set(names: &[&str], values: &[impl AsRef<str>]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("{");
+    for (i, (name, value)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let value = value
+            .as_ref()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = write!(out, "{name}=\"{value}\"");
+    }
+    out.push('}');
+    out
 }
 
-impl NotifyResult {
-    const ALL: [NotifyResult; 4] = [
-        NotifyResult::Ok,
-        NotifyResult::Rejected,
-        NotifyResult::Unreachable,
-        NotifyResult::TimedOut,
-    ];
+/// A gauge read at scrape time: one value, or one per value of a single label.
+pub struct Gauge<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    pub label: Option<&'a str>,
+    pub values: Vec<(String, u64)>,
+}
 
-    fn label(self) -> &'static str {
-        match self {
-            NotifyResult::Ok => "ok",
-            NotifyResult::Rejected => "rejected",
-            NotifyResult::Unreachable => "unreachable",
-            NotifyResult::TimedOut => "timed_out",
+impl Gauge<'_> {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {0} {1}\n# TYPE {0} gauge",
+            self.name, self.help
+        );
+        for (label_value, value) in &self.values {
+            let labels = match self.label {
+                Some(label) => label_set(&[label], &[label_value]),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "{}{labels} {value}", self.name);
         }
     }
 }
-
-/// Source slots: one per source, plus one for requests that matched no endpoint.
-const SOURCE_SLOTS: usize = 16;
-const NO_SOURCE: usize = SOURCE_SLOTS - 1;
 
 /// Upper bounds of the notify latency histogram, in seconds.
 const LATENCY_BOUNDS: [f64; 11] = [
@@ -90,7 +132,9 @@ const BODY_BOUNDS: [f64; 9] = [
     1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 33554432.0,
 ];
 
-struct Histogram<const N: usize> {
+pub struct Histogram<const N: usize> {
+    name: &'static str,
+    help: &'static str,
     bounds: [f64; N],
     /// Non-cumulative counts per bucket; the last slot is +Inf.
     buckets: [AtomicU64; 16],
@@ -101,8 +145,15 @@ struct Histogram<const N: usize> {
 }
 
 impl<const N: usize> Histogram<N> {
-    const fn new(bounds: [f64; N], scale: f64) -> Histogram<N> {
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        bounds: [f64; N],
+        scale: f64,
+    ) -> Histogram<N> {
         Histogram {
+            name,
+            help,
             bounds,
             buckets: [const { AtomicU64::new(0) }; 16],
             sum: AtomicU64::new(0),
@@ -111,7 +162,7 @@ impl<const N: usize> Histogram<N> {
         }
     }
 
-    fn observe(&self, value: f64) {
+    pub fn observe(&self, value: f64) {
         let slot = self.bounds.iter().position(|b| value <= *b).unwrap_or(N);
         self.buckets[slot].fetch_add(1, Ordering::Relaxed);
         self.sum
@@ -119,8 +170,9 @@ impl<const N: usize> Histogram<N> {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    fn render(&self, out: &mut String) {
+        let name = self.name;
+        let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", self.help);
         let mut cumulative = 0;
         for (i, bound) in self.bounds.iter().enumerate() {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
@@ -136,13 +188,13 @@ impl<const N: usize> Histogram<N> {
 
 /// All metrics of the process.
 pub struct Metrics {
-    requests: [[AtomicU64; 9]; SOURCE_SLOTS],
-    notify: [AtomicU64; 4],
-    notify_latency: Histogram<11>,
-    body_bytes: Histogram<9>,
-    reloads_ok: AtomicU64,
-    reloads_failed: AtomicU64,
-    endpoints: AtomicU64,
+    pub requests: Counter,
+    pub notify: Counter,
+    pub notify_latency: Histogram<11>,
+    pub body_bytes: Histogram<9>,
+    pub redeliveries: Counter,
+    pub redelivery_drops: Counter,
+    pub reloads: Counter,
     start_time: AtomicU64,
 }
 
@@ -153,23 +205,46 @@ pub fn get() -> &'static Metrics {
     &METRICS
 }
 
-fn source_slot(source: Option<Source>) -> usize {
-    source
-        .and_then(|s| Source::ALL.iter().position(|x| *x == s))
-        .unwrap_or(NO_SOURCE)
-        .min(NO_SOURCE)
-}
-
 impl Metrics {
     const fn new() -> Metrics {
         Metrics {
-            requests: [const { [const { AtomicU64::new(0) }; 9] }; SOURCE_SLOTS],
-            notify: [const { AtomicU64::new(0) }; 4],
-            notify_latency: Histogram::new(LATENCY_BOUNDS, 1_000_000.0),
-            body_bytes: Histogram::new(BODY_BOUNDS, 1.0),
-            reloads_ok: AtomicU64::new(0),
-            reloads_failed: AtomicU64::new(0),
-            endpoints: AtomicU64::new(0),
+            requests: Counter::new(
+                "flux_recv_requests_total",
+                "Requests by source and outcome.",
+                &["source", "outcome"],
+            ),
+            notify: Counter::new(
+                "flux_recv_notify_total",
+                "Notify calls to downstreams (fluxd, Flux receivers) by result, redeliveries included.",
+                &["result"],
+            ),
+            notify_latency: Histogram::new(
+                "flux_recv_notify_duration_seconds",
+                "Time of one notify call to a downstream, retries included.",
+                LATENCY_BOUNDS,
+                1_000_000.0,
+            ),
+            body_bytes: Histogram::new(
+                "flux_recv_request_body_bytes",
+                "Size of request bodies read.",
+                BODY_BOUNDS,
+                1.0,
+            ),
+            redeliveries: Counter::new(
+                "flux_recv_redeliveries_total",
+                "Background redelivery attempts by downstream and result.",
+                &["downstream", "result"],
+            ),
+            redelivery_drops: Counter::new(
+                "flux_recv_redelivery_dropped_total",
+                "Changes given up on, by downstream and reason.",
+                &["downstream", "reason"],
+            ),
+            reloads: Counter::new(
+                "flux_recv_config_reloads_total",
+                "Config reloads by result.",
+                &["result"],
+            ),
             start_time: AtomicU64::new(0),
         }
     }
@@ -185,106 +260,25 @@ impl Metrics {
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    pub fn request(&self, source: Option<Source>, outcome: RequestOutcome) {
-        let i = RequestOutcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(8);
-        self.requests[source_slot(source)][i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn notify(&self, result: NotifyResult, took: Duration) {
-        let i = NotifyResult::ALL
-            .iter()
-            .position(|r| *r == result)
-            .unwrap_or(0);
-        self.notify[i].fetch_add(1, Ordering::Relaxed);
+    /// One notify call: its result word and how long it took.
+    pub fn notified(&self, result: &str, took: Duration) {
+        self.notify.inc(&[result]);
         self.notify_latency.observe(took.as_secs_f64());
     }
 
-    pub fn body(&self, bytes: usize) {
-        self.body_bytes.observe(bytes as f64);
-    }
-
-    pub fn reload(&self, ok: bool) {
-        if ok {
-            self.reloads_ok.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+    /// The exposition text, with the gauges the caller reads at scrape time.
+    pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.requests.render(&mut out);
+        self.notify.render(&mut out);
+        self.notify_latency.render(&mut out);
+        self.body_bytes.render(&mut out);
+        self.redeliveries.render(&mut out);
+        self.redelivery_drops.render(&mut out);
+        for gauge in gauges {
+            gauge.render(&mut out);
         }
-    }
-
-    pub fn set_endpoints(&self, n: usize) {
-        self.endpoints.store(n as u64, Ordering::Relaxed);
-    }
-
-    /// The exposition text; `open` and `busy` are read from the server at scrape time.
-    pub fn render(&self, open: usize, busy: usize) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        out.push_str("# HELP flux_recv_requests_total Requests by source and outcome.\n# TYPE flux_recv_requests_total counter\n");
-        for (slot, counters) in self.requests.iter().enumerate() {
-            let source = match Source::ALL.get(slot) {
-                Some(s) => s.name(),
-                None if slot == NO_SOURCE => "none",
-                None => continue,
-            };
-            for (i, outcome) in RequestOutcome::ALL.iter().enumerate() {
-                let n = counters[i].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "flux_recv_requests_total{{source=\"{source}\",outcome=\"{}\"}} {n}",
-                    outcome.label()
-                );
-            }
-        }
-        out.push_str("# HELP flux_recv_notify_total Notify calls to fluxd by result.\n# TYPE flux_recv_notify_total counter\n");
-        for (i, result) in NotifyResult::ALL.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "flux_recv_notify_total{{result=\"{}\"}} {}",
-                result.label(),
-                self.notify[i].load(Ordering::Relaxed)
-            );
-        }
-        self.notify_latency.render(
-            &mut out,
-            "flux_recv_notify_duration_seconds",
-            "Time of one notify call to fluxd, retries included.",
-        );
-        self.body_bytes.render(
-            &mut out,
-            "flux_recv_request_body_bytes",
-            "Size of request bodies read.",
-        );
-        let gauges = [
-            (
-                "flux_recv_open_connections",
-                "Open client connections.",
-                open as u64,
-            ),
-            (
-                "flux_recv_busy_handlers",
-                "Handler-pool threads running a delivery (at most --threads).",
-                busy as u64,
-            ),
-            (
-                "flux_recv_endpoints",
-                "Endpoints configured.",
-                self.endpoints.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP flux_recv_config_reloads_total Config reloads by result.\n# TYPE flux_recv_config_reloads_total counter\nflux_recv_config_reloads_total{{result=\"ok\"}} {}\nflux_recv_config_reloads_total{{result=\"failed\"}} {}",
-            self.reloads_ok.load(Ordering::Relaxed),
-            self.reloads_failed.load(Ordering::Relaxed)
-        );
+        self.reloads.render(&mut out);
         let _ = writeln!(
             out,
             "# HELP flux_recv_build_info Build information.\n# TYPE flux_recv_build_info gauge\nflux_recv_build_info{{version=\"{}\"}} 1",
@@ -305,12 +299,12 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let h = Histogram::new([1.0, 2.0], 1000.0);
+        let h = Histogram::new("x", "h", [1.0, 2.0], 1000.0);
         for v in [0.5, 1.5, 1.7, 9.0] {
             h.observe(v);
         }
         let mut out = String::new();
-        h.render(&mut out, "x", "h");
+        h.render(&mut out);
         assert!(out.contains("x_bucket{le=\"1\"} 1\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"2\"} 3\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
@@ -319,17 +313,47 @@ mod tests {
     }
 
     #[test]
-    fn every_source_and_outcome_has_a_series() {
-        let text = Metrics::new().render(3, 1);
-        for source in Source::ALL {
-            assert!(text.contains(&format!(
-                "source=\"{}\",outcome=\"notified\"",
-                source.name()
-            )));
-        }
-        assert!(text.contains("source=\"none\",outcome=\"not_found\""));
-        assert!(text.contains("flux_recv_open_connections 3\n"));
-        assert!(text.contains("flux_recv_busy_handlers 1\n"));
-        assert!(Source::ALL.len() < SOURCE_SLOTS);
+    fn counters_keep_one_series_per_label_set() {
+        let c = Counter::new("c_total", "h", &["a", "b"]);
+        c.declare(&["x", "1"]);
+        c.inc(&["y", "2"]);
+        c.inc(&["y", "2"]);
+        c.inc(&["x", "1"]);
+        assert_eq!(c.get(&["y", "2"]), 2);
+        assert_eq!(c.get(&["z", "3"]), 0);
+        let mut out = String::new();
+        c.render(&mut out);
+        assert_eq!(
+            out,
+            "# HELP c_total h\n# TYPE c_total counter\nc_total{a=\"x\",b=\"1\"} 1\nc_total{a=\"y\",b=\"2\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            label_set(&["d"], &["a\"b\\c\nd"]),
+            "{d=\"a\\\"b\\\\c\\nd\"}"
+        );
+    }
+
+    #[test]
+    fn gauges_render_with_and_without_a_label() {
+        let text = Metrics::new().render(&[
+            Gauge {
+                name: "flux_recv_open_connections",
+                help: "Open client connections.",
+                label: None,
+                values: vec![(String::new(), 3)],
+            },
+            Gauge {
+                name: "flux_recv_redelivery_pending",
+                help: "p",
+                label: Some("downstream"),
+                values: vec![("cluster-a".into(), 2)],
+            },
+        ]);
+        assert!(text.contains("flux_recv_open_connections 3\n"), "{text}");
+        assert!(text.contains("flux_recv_redelivery_pending{downstream=\"cluster-a\"} 2\n"));
     }
 }

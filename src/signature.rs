@@ -7,6 +7,26 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 
+/// A shared secret, used byte for byte as stored. Never printed.
+#[derive(Clone)]
+pub struct Key(Vec<u8>);
+
+impl Key {
+    pub fn new(bytes: Vec<u8>) -> Key {
+        Key(bytes)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
 /// The hash behind an HMAC signature header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -35,6 +55,8 @@ pub enum SignatureError {
     /// Well-formed, but the MAC does not match the body.
     Mismatch(&'static str),
 }
+
+impl std::error::Error for SignatureError {}
 
 impl std::fmt::Display for SignatureError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -229,6 +251,12 @@ mod tests {
             ),
             Err(SignatureError::Malformed("N"))
         );
+    }
+
+    #[test]
+    fn key_debug_is_redacted() {
+        let key = Key::new(b"super-secret".to_vec());
+        assert!(!format!("{key:?}").contains("super"));
     }
 
     #[test]

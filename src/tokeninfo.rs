@@ -1,4 +1,5 @@
-//! Google's tokeninfo check of a Pub/Sub push token, for the GCR source with `gcr.audience`.
+//! Google's tokeninfo check of a Pub/Sub push token, for the GCR source with `gcr.audience`: the
+//! [`TokenCheck`] the delivery layer hands the source, which makes no call of its own.
 //!
 //! The token goes to the tokeninfo endpoint percent-encoded as `id_token`, with a 5 s budget and
 //! a capped reply. Google answers 200 only for a valid, unexpired, Google-signed token; then `aud`
@@ -11,8 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Google's endpoint, used when `gcr.tokenInfoURL` is not set.
-pub const DEFAULT_URL: &str = "https://oauth2.googleapis.com/tokeninfo";
+use crate::sources::TokenCheck;
 /// Pub/Sub waits 10 s for an ack; the check must leave time for the notify call.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// A tokeninfo reply is well under 2 KiB.
@@ -40,8 +40,23 @@ struct TokenInfo {
     email_verified: Option<serde_json::Value>,
 }
 
+/// Tokens checked at a tokeninfo endpoint over HTTP(S).
+pub struct Tokeninfo;
+
+impl TokenCheck for Tokeninfo {
+    fn check(
+        &self,
+        url: &str,
+        token: &str,
+        audience: &str,
+        email: Option<&str>,
+    ) -> Result<(), String> {
+        check(url, token, audience, email)
+    }
+}
+
 /// Checks `token` at `url`; the error says why, without the token.
-pub fn check(url: &str, token: &str, audience: &str, email: Option<&str>) -> Result<(), String> {
+fn check(url: &str, token: &str, audience: &str, email: Option<&str>) -> Result<(), String> {
     let mut response = agent()
         .get(url)
         .query("id_token", token)

@@ -20,7 +20,7 @@ fn help_lists_flags_and_every_source() {
     let out = flux_recv(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in common::FLAGS {
+    for flag in common::flags() {
         assert!(text.contains(flag), "help lacks {flag}:\n{text}");
     }
     for source in flux_recv::sources::Source::ALL {

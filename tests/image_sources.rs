@@ -366,7 +366,7 @@ fn tokeninfo_answer(request: &Recorded) -> Vec<u8> {
     }
 }
 
-fn gcr_server(token_info_url: &str, api: &str) -> flux_recv::server::Running {
+fn gcr_server(token_info_url: &str, api: &str) -> flux_recv::app::Running {
     let yaml = format!(
         "fluxRecvVersion: 1\napi: {api}\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: {AUDIENCE}\n    email: {EMAIL}\n    tokenInfoURL: {token_info_url}\n"
     );
@@ -376,7 +376,7 @@ fn gcr_server(token_info_url: &str, api: &str) -> flux_recv::server::Running {
 
 #[test]
 fn gcr_with_audience_checks_the_token_at_tokeninfo() {
-    let tokeninfo = Stub::start(tokeninfo_answer);
+    let tokeninfo = FakeFluxd::start(Behaviour::Answer(tokeninfo_answer));
     let fluxd = FakeFluxd::start(Behaviour::Real);
     let server = gcr_server(
         &format!("http://{}/tokeninfo", tokeninfo.addr),
@@ -431,7 +431,7 @@ fn gcr_tokeninfo_down_is_401_at_once() {
 
 #[test]
 fn gcr_tokeninfo_slow_is_401_within_its_timeout() {
-    let tokeninfo = Stub::start(tokeninfo_answer);
+    let tokeninfo = FakeFluxd::start(Behaviour::Answer(tokeninfo_answer));
     let fluxd = FakeFluxd::start(Behaviour::Real);
     let server = gcr_server(
         &format!("http://{}/tokeninfo", tokeninfo.addr),

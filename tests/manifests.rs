@@ -145,7 +145,7 @@ fn the_sidecar_patch_agrees_with_the_secret_the_binary_and_the_service() {
     // Every arg is one the binary accepts: `flux-recv check` would reject unknown ones with 2.
     for arg in &args {
         let flag = arg.split('=').next().unwrap();
-        assert!(common::FLAGS.contains(&flag), "unknown flag {flag}");
+        assert!(common::flags().contains(&flag), "unknown flag {flag}");
     }
     let port = &s(recv, &["ports"])[0];
     assert_eq!(s(port, &["containerPort"]).as_u64(), Some(8080));

@@ -527,14 +527,10 @@ fn the_environment_sets_flags_and_flags_win() {
 
 /// Writes a config whose only endpoint is a GitLab one with `key`.
 fn write_config(dir: &Path, key: &[u8], api: &str) {
-    std::fs::write(dir.join("gl.key"), key).unwrap();
-    std::fs::write(
-        dir.join("fluxrecv.yaml"),
-        format!(
-            "fluxRecvVersion: 1\napi: {api}\nendpoints:\n- source: GitLab\n  keyPath: gl.key\n"
-        ),
-    )
-    .unwrap();
+    let yaml = format!(
+        "fluxRecvVersion: 1\napi: {api}\nendpoints:\n- source: GitLab\n  keyPath: gl.key\n"
+    );
+    write_yaml(dir, &yaml, &[("gl.key", key)]);
 }
 
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {

@@ -257,7 +257,14 @@ fn fluxd_faults_are_answered_in_time_and_logged_by_kind() {
     for (behaviour, status, logged) in cases {
         let fluxd = FakeFluxd::start(behaviour);
         let config = gitlab(&fluxd.api());
-        let server = Proc::start(&["--config", &config, "--notify-timeout", "1"]);
+        let server = Proc::start(&[
+            "--config",
+            &config,
+            "--notify-timeout",
+            "1",
+            "--redeliver-for",
+            "0",
+        ]);
         let started = Instant::now();
         let reply = raw(server.addr, &delivery(&route_of(KEY, ""))).expect("reply");
         assert_eq!(reply.status, status, "{behaviour:?}");
@@ -269,7 +276,14 @@ fn fluxd_faults_are_answered_in_time_and_logged_by_kind() {
     }
     // fluxd down: retried within the budget, then 502 saying so.
     let config = gitlab(&dead_api());
-    let server = Proc::start(&["--config", &config, "--notify-timeout", "1"]);
+    let server = Proc::start(&[
+        "--config",
+        &config,
+        "--notify-timeout",
+        "1",
+        "--redeliver-for",
+        "0",
+    ]);
     let started = Instant::now();
     let reply = raw(server.addr, &delivery(&route_of(KEY, ""))).expect("reply");
     assert_eq!(reply.status, 502);

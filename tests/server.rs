@@ -21,7 +21,7 @@ fn gitlab_headers() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn gitlab_server(api: &str) -> flux_recv::server::Running {
+fn gitlab_server(api: &str) -> flux_recv::app::Running {
     start(&[Ep::new("GitLab", KEY)], api, test_options()).0
 }
 
@@ -255,7 +255,7 @@ fn a_body_longer_than_declared_does_not_smuggle_a_request() {
     server.stop();
 }
 
-fn timed_push(api: &str, opts: flux_recv::server::Options) -> (Reply, Duration) {
+fn timed_push(api: &str, opts: flux_recv::app::Options) -> (Reply, Duration) {
     let (server, _) = start(&[Ep::new("GitLab", KEY)], api, opts);
     let started = Instant::now();
     let reply = post(server.addr(), &route_of(KEY, ""), &gitlab_headers(), PUSH);

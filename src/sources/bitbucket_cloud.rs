@@ -13,21 +13,20 @@
 
 use serde::Deserialize;
 
-use super::{decode_json, printable, required_header, Incoming, Outcome};
+use super::{decode_json, printable, required_header, unauthorized};
+use super::{first_header, Incoming, Outcome, Rejection, Settings};
 use crate::change::Change;
-use crate::config::Endpoint;
-use crate::error::HookError;
-use crate::signature::verify_prefixed;
+use crate::signature::{sign_hex, verify_prefixed, Algorithm};
 
-pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
+pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     if let Some(signature) = incoming.header("X-Hub-Signature") {
         verify_prefixed(
             "X-Hub-Signature",
             Some(signature),
-            endpoint.key.bytes(),
+            settings.key.bytes(),
             &incoming.body,
         )
-        .map_err(|e| HookError::Unauthorized(e.to_string()))?;
+        .map_err(unauthorized)?;
     }
     match required_header(incoming, "X-Event-Key")? {
         "repo:push" => {
@@ -41,6 +40,27 @@ pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookE
         }
         other => Ok(Outcome::Ignored(format!("event {}", printable(other)))),
     }
+}
+
+pub fn delivery_id(headers: &[(String, String)], _body: &[u8]) -> Option<String> {
+    first_header(headers, &["X-Request-UUID"])
+}
+
+pub const SAMPLE_BODY: &[u8] =
+    br#"{"push":{"changes":[{"new":{"name":"main"}}]},"repository":{"full_name":"acme/app"}}"#;
+
+/// A push from a hook with a secret: signed with `X-Hub-Signature: sha256=`.
+pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
+    let signature = format!("sha256={}", sign_hex(Algorithm::Sha256, key, body));
+    Incoming::post(
+        &[
+            ("X-Event-Key", "repo:push"),
+            ("X-Request-UUID", "6a1f0b7e-7c1d-4a55-9c55-0f1e2d3c4b5a"),
+            ("Content-Type", "application/json"),
+            ("X-Hub-Signature", &signature),
+        ],
+        body,
+    )
 }
 
 #[derive(Deserialize)]
@@ -92,17 +112,15 @@ impl Push {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::{sign_hex, Algorithm};
     use crate::sources::testing::*;
-    use crate::sources::Source;
 
     const PUSH: &[u8] = include_bytes!("../../tests/fixtures/bitbucket_cloud/push.json");
     const DELETE_ONLY: &[u8] =
         include_bytes!("../../tests/fixtures/bitbucket_cloud/push_delete_only.json");
     const REPO: &str = "git@bitbucket.org:acme/fleet-infra.git";
 
-    fn run(headers: &[(&str, &str)], body: &[u8]) -> Result<Outcome, HookError> {
-        handle(&incoming(headers, body), &endpoint(Source::BitbucketCloud))
+    fn run(headers: &[(&str, &str)], body: &[u8]) -> Result<Outcome, Rejection> {
+        handle(&incoming(headers, body), &settings())
     }
 
     #[test]

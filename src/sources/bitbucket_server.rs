@@ -12,27 +12,26 @@
 
 use serde::Deserialize;
 
-use super::{decode_json, printable, required_header, Incoming, Outcome};
+use super::{decode_json, malformed, printable, required_header, unauthorized};
+use super::{first_header, Incoming, Outcome, Rejection, Settings};
 use crate::change::Change;
-use crate::config::Endpoint;
-use crate::error::HookError;
-use crate::signature::verify_prefixed;
+use crate::signature::{sign_hex, verify_prefixed, Algorithm};
 
-pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
+pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     verify_prefixed(
         "X-Hub-Signature",
         incoming.header("X-Hub-Signature"),
-        endpoint.key.bytes(),
+        settings.key.bytes(),
         &incoming.body,
     )
-    .map_err(|e| HookError::Unauthorized(e.to_string()))?;
+    .map_err(unauthorized)?;
     match required_header(incoming, "X-Event-Key")? {
         "repo:refs_changed" => {
             let event: RefsChanged =
                 decode_json("Bitbucket Server refs_changed payload", &incoming.body)?;
-            let url = event.ssh_clone_link().ok_or_else(|| {
-                HookError::BadRequest("repository.links.clone has no entry named ssh".into())
-            })?;
+            let url = event
+                .ssh_clone_link()
+                .ok_or_else(|| malformed("repository.links.clone has no entry named ssh"))?;
             let changes: Vec<Change> = event
                 .branch_ref_ids()
                 .into_iter()
@@ -47,6 +46,25 @@ pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookE
         "diagnostics:ping" => Ok(Outcome::Pong),
         other => Ok(Outcome::Ignored(format!("event {}", printable(other)))),
     }
+}
+
+pub fn delivery_id(headers: &[(String, String)], _body: &[u8]) -> Option<String> {
+    first_header(headers, &["X-Request-Id"])
+}
+
+pub const SAMPLE_BODY: &[u8] = br#"{"repository":{"links":{"clone":[{"name":"ssh","href":"ssh://git@bitbucket.example.com:7999/acme/app.git"}]}},"changes":[{"ref":{"id":"refs/heads/main","type":"BRANCH"}}]}"#;
+
+pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
+    let signature = format!("sha256={}", sign_hex(Algorithm::Sha256, key, body));
+    Incoming::post(
+        &[
+            ("X-Event-Key", "repo:refs_changed"),
+            ("X-Request-Id", "4c6d2b1a-0f9e-4d8c-b7a6-5e4f3d2c1b0a"),
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("X-Hub-Signature", &signature),
+        ],
+        body,
+    )
 }
 
 #[derive(Deserialize)]
@@ -110,9 +128,7 @@ impl RefsChanged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::{sign_hex, Algorithm};
     use crate::sources::testing::*;
-    use crate::sources::Source;
 
     const REFS_CHANGED: &[u8] =
         include_bytes!("../../tests/fixtures/bitbucket_server/refs_changed.json");
@@ -121,7 +137,7 @@ mod tests {
     const PING: &[u8] = include_bytes!("../../tests/fixtures/bitbucket_server/ping.json");
     const REPO: &str = "ssh://git@bitbucket.acme.example:7999/plat/fleet-infra.git";
 
-    fn run(event: Option<&str>, sign: bool, body: &[u8]) -> Result<Outcome, HookError> {
+    fn run(event: Option<&str>, sign: bool, body: &[u8]) -> Result<Outcome, Rejection> {
         let sig = format!("sha256={}", sign_hex(Algorithm::Sha256, KEY, body));
         let mut headers = vec![("Content-Type", "application/json; charset=utf-8")];
         if let Some(event) = event {
@@ -130,10 +146,7 @@ mod tests {
         if sign {
             headers.push(("X-Hub-Signature", &sig));
         }
-        handle(
-            &incoming(&headers, body),
-            &endpoint(Source::BitbucketServer),
-        )
+        handle(&incoming(&headers, body), &settings())
     }
 
     #[test]
@@ -173,10 +186,7 @@ mod tests {
             REFS_CHANGED,
         );
         req.body.push(b' ');
-        assert!(is_unauthorized(&handle(
-            &req,
-            &endpoint(Source::BitbucketServer)
-        )));
+        assert!(is_unauthorized(&handle(&req, &settings())));
     }
 
     #[test]

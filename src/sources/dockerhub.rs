@@ -11,15 +11,25 @@
 
 use serde::Deserialize;
 
-use super::{decode_first_json, image_change, Incoming, Outcome};
-use crate::config::Endpoint;
-use crate::error::HookError;
+use super::{decode_first_json, image_change, Incoming, Outcome, Rejection, Settings};
 
-pub fn handle(incoming: &Incoming, _endpoint: &Endpoint) -> Result<Outcome, HookError> {
+pub fn handle(incoming: &Incoming, _settings: &Settings) -> Result<Outcome, Rejection> {
     let push: Push = decode_first_json("Docker Hub payload", &incoming.body)?;
     Ok(Outcome::Notify(vec![image_change(
         &push.repository.repo_name,
     )?]))
+}
+
+/// Docker Hub sends no delivery id.
+pub fn delivery_id(_headers: &[(String, String)], _body: &[u8]) -> Option<String> {
+    None
+}
+
+pub const SAMPLE_BODY: &[u8] = br#"{"repository":{"repo_name":"acme/app"}}"#;
+
+/// Docker Hub signs nothing: the key only chooses the URL.
+pub fn sample(_key: &[u8], body: &[u8]) -> Incoming {
+    Incoming::post(&[("Content-Type", "application/json")], body)
 }
 
 #[derive(Deserialize)]
@@ -36,12 +46,11 @@ struct Repository {
 mod tests {
     use super::*;
     use crate::sources::testing::*;
-    use crate::sources::Source;
 
     const PUSH: &[u8] = include_bytes!("../../tests/fixtures/dockerhub/push.json");
 
-    fn run(body: &[u8]) -> Result<Outcome, HookError> {
-        handle(&incoming(&[], body), &endpoint(Source::DockerHub))
+    fn run(body: &[u8]) -> Result<Outcome, Rejection> {
+        handle(&incoming(&[], body), &settings())
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //!   `Authorization: Bearer <token>` (enable authentication on the subscription); the token is
 //!   checked at Google's tokeninfo endpoint (`gcr.tokenInfoURL`): `aud` must equal
 //!   `gcr.audience`, and with `gcr.email` set, `email` must equal it and be verified. Any failure
-//!   → 401 (the Go original answered 200 and so hid misconfiguration). This is the one source that
-//!   makes a network call of its own (see `tokeninfo.rs`).
+//!   → 401 (the Go original answered 200 and so hid misconfiguration). The check is the one
+//!   network call a source needs; it is passed in ([`TokenCheck`]), so this file makes none.
 //! - Events: the envelope's `message.data` is base64 of `{action, digest, tag}`. `action` INSERT
 //!   (any case) → an image change from `tag`, or from `digest` when there is no tag (fluxd drops
 //!   the digest part); DELETE and other actions → 200 ignored. An envelope or `data` that does not
@@ -19,17 +19,42 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{decode_first_json, image_change, printable, Incoming, Outcome};
-use crate::config::Endpoint;
-use crate::error::HookError;
-use crate::tokeninfo;
+#[cfg(doc)]
+use super::TokenCheck;
+use super::{decode_first_json, image_change, malformed, printable, unauthorized};
+use super::{Incoming, Outcome, Rejection, Settings};
 
-pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
-    authenticate(incoming, endpoint)?;
+/// Google's tokeninfo endpoint, used when `gcr.tokenInfoURL` is not set.
+pub const DEFAULT_TOKEN_INFO_URL: &str = "https://oauth2.googleapis.com/tokeninfo";
+
+/// The endpoint's `gcr:` settings: how Pub/Sub pushes are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushAuth {
+    /// The Pub/Sub push token's required audience.
+    pub audience: Option<String>,
+    /// The service account the token must be for.
+    pub email: Option<String>,
+    /// Where tokens are checked (default Google's tokeninfo endpoint).
+    #[serde(rename = "tokenInfoURL")]
+    pub token_info_url: Option<String>,
+}
+
+impl PushAuth {
+    /// Where tokens are checked.
+    pub fn token_info_url(&self) -> &str {
+        self.token_info_url
+            .as_deref()
+            .unwrap_or(DEFAULT_TOKEN_INFO_URL)
+    }
+}
+
+pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
+    authenticate(incoming, settings)?;
     let envelope: Envelope = decode_first_json("Pub/Sub envelope", &incoming.body)?;
     let data = base64::engine::general_purpose::STANDARD
         .decode(envelope.message.data.trim())
-        .map_err(|e| HookError::BadRequest(format!("Pub/Sub message.data is not base64: {e}")))?;
+        .map_err(|e| malformed(format!("Pub/Sub message.data is not base64: {e}")))?;
     let event: Event = decode_first_json("GCR event in message.data", &data)?;
     if !event.action.eq_ignore_ascii_case("INSERT") {
         return Ok(Outcome::Ignored(format!(
@@ -41,15 +66,15 @@ pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookE
         .into_iter()
         .flatten()
         .find(|r| !r.is_empty())
-        .ok_or_else(|| HookError::BadRequest("GCR INSERT with neither tag nor digest".into()))?;
+        .ok_or_else(|| malformed("GCR INSERT with neither tag nor digest"))?;
     Ok(Outcome::Notify(vec![image_change(reference)?]))
 }
 
-fn authenticate(incoming: &Incoming, endpoint: &Endpoint) -> Result<(), HookError> {
-    let Some(gcr) = &endpoint.gcr else {
+fn authenticate(incoming: &Incoming, settings: &Settings) -> Result<(), Rejection> {
+    let Some(auth) = &settings.gcr else {
         return Ok(());
     };
-    let Some(audience) = gcr.audience.as_deref() else {
+    let Some(audience) = auth.audience.as_deref() else {
         return Ok(());
     };
     let token = incoming
@@ -59,16 +84,23 @@ fn authenticate(incoming: &Incoming, endpoint: &Endpoint) -> Result<(), HookErro
             scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
         })
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| HookError::Unauthorized("Authorization: Bearer token missing".into()))?;
-    let url = gcr
-        .token_info_url
-        .as_deref()
-        .unwrap_or(tokeninfo::DEFAULT_URL);
-    tokeninfo::check(url, token, audience, gcr.email.as_deref()).map_err(HookError::Unauthorized)
+        .ok_or_else(|| unauthorized("Authorization: Bearer token missing"))?;
+    let check = settings
+        .token_check
+        .as_ref()
+        .ok_or_else(|| unauthorized("no token check configured for gcr.audience"))?;
+    check
+        .check(
+            auth.token_info_url(),
+            token,
+            audience,
+            auth.email.as_deref(),
+        )
+        .map_err(unauthorized)
 }
 
-/// The Pub/Sub `message.messageId` of an envelope, for the log line.
-pub fn message_id(body: &[u8]) -> Option<String> {
+/// The Pub/Sub `message.messageId` of an envelope.
+pub fn delivery_id(_headers: &[(String, String)], body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Ids {
         message: IdMessage,
@@ -84,6 +116,14 @@ pub fn message_id(body: &[u8]) -> Option<String> {
         .ok()?
         .message
         .message_id
+}
+
+/// `message.data` is base64 of `{"action":"INSERT","tag":"gcr.io/acme/app:1.0"}`.
+pub const SAMPLE_BODY: &[u8] = br#"{"message":{"data":"eyJhY3Rpb24iOiJJTlNFUlQiLCJ0YWciOiJnY3IuaW8vYWNtZS9hcHA6MS4wIn0=","messageId":"4242"},"subscription":"projects/acme/subscriptions/flux-recv"}"#;
+
+/// Pub/Sub signs nothing in the body; without `gcr.audience` the key only chooses the URL.
+pub fn sample(_key: &[u8], body: &[u8]) -> Incoming {
+    Incoming::post(&[("Content-Type", "application/json")], body)
 }
 
 #[derive(Deserialize)]
@@ -107,7 +147,6 @@ struct Event {
 mod tests {
     use super::*;
     use crate::sources::testing::*;
-    use crate::sources::Source;
 
     const INSERT_TAG: &[u8] = include_bytes!("../../tests/fixtures/gcr/insert_tag.json");
     const INSERT_DIGEST: &[u8] = include_bytes!("../../tests/fixtures/gcr/insert_digest_only.json");
@@ -116,11 +155,8 @@ mod tests {
         include_bytes!("../../tests/fixtures/gcr/insert_lowercase_trailing_brace.json");
     const BAD_BASE64: &[u8] = include_bytes!("../../tests/fixtures/gcr/bad_base64.json");
 
-    fn run(body: &[u8]) -> Result<Outcome, HookError> {
-        handle(
-            &incoming(&[], body),
-            &endpoint(Source::GoogleContainerRegistry),
-        )
+    fn run(body: &[u8]) -> Result<Outcome, Rejection> {
+        handle(&incoming(&[], body), &settings())
     }
 
     #[test]
@@ -166,5 +202,62 @@ mod tests {
         let nothing = base64::engine::general_purpose::STANDARD.encode(r#"{"action":"INSERT"}"#);
         let body = format!("{{\"message\":{{\"data\":\"{nothing}\"}}}}");
         assert!(is_bad_request(&run(body.as_bytes())));
+    }
+
+    #[test]
+    fn the_sample_data_is_the_documented_insert() {
+        let envelope: Envelope = serde_json::from_slice(SAMPLE_BODY).unwrap();
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(envelope.message.data)
+            .unwrap();
+        assert_eq!(data, br#"{"action":"INSERT","tag":"gcr.io/acme/app:1.0"}"#);
+    }
+
+    /// A token check that accepts one token, and records what it was asked.
+    struct OneToken(std::sync::Mutex<Vec<String>>);
+
+    impl super::super::TokenCheck for OneToken {
+        fn check(
+            &self,
+            url: &str,
+            token: &str,
+            audience: &str,
+            email: Option<&str>,
+        ) -> Result<(), String> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{url} {audience} {email:?}"));
+            if token == "good" {
+                Ok(())
+            } else {
+                Err("token refused".into())
+            }
+        }
+    }
+
+    #[test]
+    fn with_an_audience_the_bearer_token_is_checked_by_the_injected_check() {
+        let check = std::sync::Arc::new(OneToken(Default::default()));
+        let mut settings = settings();
+        settings.gcr = Some(PushAuth {
+            audience: Some("aud".into()),
+            email: Some("a@b".into()),
+            token_info_url: None,
+        });
+        settings.token_check = Some(check.clone());
+        let with = |auth: &str| incoming(&[("Authorization", auth)], INSERT_TAG);
+        assert!(handle(&with("Bearer good"), &settings).is_ok());
+        assert!(is_unauthorized(&handle(&with("Bearer bad"), &settings)));
+        assert!(is_unauthorized(&handle(&with("Basic good"), &settings)));
+        assert!(is_unauthorized(&handle(
+            &incoming(&[], INSERT_TAG),
+            &settings
+        )));
+        let asked = check.0.lock().unwrap().clone();
+        assert_eq!(
+            asked,
+            vec![format!("{DEFAULT_TOKEN_INFO_URL} aud Some(\"a@b\")"); 2]
+        );
     }
 }

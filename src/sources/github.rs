@@ -16,14 +16,13 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::{decode_json, printable, required_header, Incoming, Outcome};
+use super::{decode_json, malformed, printable, required_header, unauthorized};
+use super::{first_header, Incoming, Outcome, Rejection, Settings};
 use crate::change::Change;
-use crate::config::Endpoint;
-use crate::error::HookError;
-use crate::signature::verify_prefixed;
+use crate::signature::{sign_hex, verify_prefixed, Algorithm};
 
-pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
-    verify(incoming, endpoint.key.bytes())?;
+pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
+    verify(incoming, settings.key.bytes())?;
     let event = required_header(incoming, "X-GitHub-Event")?;
     match event {
         "push" => {
@@ -36,7 +35,28 @@ pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookE
     }
 }
 
-fn verify(incoming: &Incoming, key: &[u8]) -> Result<(), HookError> {
+pub fn delivery_id(headers: &[(String, String)], _body: &[u8]) -> Option<String> {
+    first_header(headers, &["X-GitHub-Delivery"])
+}
+
+/// The smallest push GitHub could send: a branch push with its repository's SSH URL.
+pub const SAMPLE_BODY: &[u8] =
+    br#"{"ref":"refs/heads/main","repository":{"ssh_url":"git@github.com:acme/app.git"}}"#;
+
+pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
+    let signature = format!("sha256={}", sign_hex(Algorithm::Sha256, key, body));
+    Incoming::post(
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+            ("Content-Type", "application/json"),
+            ("X-Hub-Signature-256", &signature),
+        ],
+        body,
+    )
+}
+
+fn verify(incoming: &Incoming, key: &[u8]) -> Result<(), Rejection> {
     let result = match incoming.header("X-Hub-Signature-256") {
         Some(value) => verify_prefixed("X-Hub-Signature-256", Some(value), key, &incoming.body),
         None => verify_prefixed(
@@ -46,11 +66,11 @@ fn verify(incoming: &Incoming, key: &[u8]) -> Result<(), HookError> {
             &incoming.body,
         ),
     };
-    result.map_err(|e| HookError::Unauthorized(e.to_string()))
+    result.map_err(unauthorized)
 }
 
 /// The JSON payload, from either body encoding GitHub offers.
-fn payload(incoming: &Incoming) -> Result<Cow<'_, [u8]>, HookError> {
+fn payload(incoming: &Incoming) -> Result<Cow<'_, [u8]>, Rejection> {
     let content_type = incoming.header("Content-Type").unwrap_or("");
     let media_type = content_type
         .split(';')
@@ -62,8 +82,8 @@ fn payload(incoming: &Incoming) -> Result<Cow<'_, [u8]>, HookError> {
         "application/json" => Ok(Cow::Borrowed(&incoming.body)),
         "application/x-www-form-urlencoded" => form_field(&incoming.body, b"payload")
             .map(Cow::Owned)
-            .ok_or_else(|| HookError::BadRequest("form body has no payload field".into())),
-        _ => Err(HookError::BadRequest(format!(
+            .ok_or_else(|| malformed("form body has no payload field")),
+        _ => Err(malformed(format!(
             "content type {:?} is neither application/json nor application/x-www-form-urlencoded",
             printable(content_type)
         ))),
@@ -77,30 +97,18 @@ fn form_field(body: &[u8], name: &[u8]) -> Option<Vec<u8>> {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &pair[pair.len()..]),
         };
-        (percent_decode(key)? == name).then(|| percent_decode(value))?
+        (form_decode(key) == name).then(|| form_decode(value))
     })
 }
 
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XY` a byte; a bad escape is
-/// an error rather than a guess.
-fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = input.get(i + 1..i + 3)?;
-                let mut byte = [0u8; 1];
-                hex::decode_to_slice(hex, &mut byte).ok()?;
-                out.push(byte[0]);
-                i += 2;
-            }
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    Some(out)
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XY` a byte. A bad escape
+/// stays as it is (the payload is then not JSON, and refused as such).
+fn form_decode(input: &[u8]) -> Vec<u8> {
+    let spaced: Vec<u8> = input
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&spaced).collect()
 }
 
 #[derive(Deserialize)]
@@ -124,9 +132,7 @@ impl Push {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::{sign_hex, Algorithm};
     use crate::sources::testing::*;
-    use crate::sources::Source;
 
     const PUSH: &[u8] = include_bytes!("../../tests/fixtures/github/push.json");
     const PUSH_TAG: &[u8] = include_bytes!("../../tests/fixtures/github/push_tag.json");
@@ -146,8 +152,8 @@ mod tests {
         )
     }
 
-    fn run(incoming: &Incoming) -> Result<Outcome, HookError> {
-        handle(incoming, &endpoint(Source::GitHub))
+    fn run(incoming: &Incoming) -> Result<Outcome, Rejection> {
+        handle(incoming, &settings())
     }
 
     const REPO: &str = "git@github.com:acme/fleet-infra.git";
@@ -303,10 +309,9 @@ mod tests {
     }
 
     #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode(b"a+b%2Fc%7e").unwrap(), b"a b/c~");
-        assert!(percent_decode(b"%zz").is_none());
-        assert!(percent_decode(b"%4").is_none());
+    fn form_decoding() {
+        assert_eq!(form_decode(b"a+b%2Fc%7e%2B"), b"a b/c~+");
+        assert_eq!(form_decode(b"%zz"), b"%zz");
         assert_eq!(
             form_field(b"x=1&payload=%7B%7D", b"payload").unwrap(),
             b"{}"

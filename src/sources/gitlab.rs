@@ -12,20 +12,17 @@
 
 use serde::Deserialize;
 
-use super::{decode_json, printable, required_header, Incoming, Outcome};
+use super::{decode_json, printable, required_header, unauthorized};
+use super::{first_header, Incoming, Outcome, Rejection, Settings};
 use crate::change::Change;
-use crate::config::Endpoint;
-use crate::error::HookError;
 use crate::signature::tokens_equal;
 
-pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
+pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     let token = incoming
         .header("X-Gitlab-Token")
-        .ok_or_else(|| HookError::Unauthorized("X-Gitlab-Token header missing".into()))?;
-    if !tokens_equal(token.as_bytes(), endpoint.key.bytes()) {
-        return Err(HookError::Unauthorized(
-            "X-Gitlab-Token does not match the key".into(),
-        ));
+        .ok_or_else(|| unauthorized("X-Gitlab-Token header missing"))?;
+    if !tokens_equal(token.as_bytes(), settings.key.bytes()) {
+        return Err(unauthorized("X-Gitlab-Token does not match the key"));
     }
     match required_header(incoming, "X-Gitlab-Event")? {
         "Push Hook" | "Tag Push Hook" => {
@@ -37,6 +34,29 @@ pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookE
         }
         other => Ok(Outcome::Ignored(format!("event {}", printable(other)))),
     }
+}
+
+pub fn delivery_id(headers: &[(String, String)], _body: &[u8]) -> Option<String> {
+    first_header(headers, &["Idempotency-Key", "X-Gitlab-Event-UUID"])
+}
+
+/// The smallest push GitLab could send.
+pub const SAMPLE_BODY: &[u8] =
+    br#"{"ref":"refs/heads/main","project":{"git_ssh_url":"git@gitlab.com:acme/app.git"}}"#;
+
+pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
+    Incoming::post(
+        &[
+            ("X-Gitlab-Event", "Push Hook"),
+            (
+                "X-Gitlab-Event-UUID",
+                "9b7d1e22-aaaa-bbbb-cccc-ddddeeeeffff",
+            ),
+            ("Content-Type", "application/json"),
+            ("X-Gitlab-Token", &String::from_utf8_lossy(key)),
+        ],
+        body,
+    )
 }
 
 #[derive(Deserialize)]
@@ -55,14 +75,13 @@ struct Project {
 mod tests {
     use super::*;
     use crate::sources::testing::*;
-    use crate::sources::Source;
 
     const PUSH: &[u8] = include_bytes!("../../tests/fixtures/gitlab/push.json");
     const TAG_PUSH: &[u8] = include_bytes!("../../tests/fixtures/gitlab/tag_push.json");
     const MERGE_REQUEST: &[u8] = include_bytes!("../../tests/fixtures/gitlab/merge_request.json");
     const REPO: &str = "git@gitlab.example.com:platform/fleet-infra.git";
 
-    fn run(event: Option<&str>, token: Option<&[u8]>, body: &[u8]) -> Result<Outcome, HookError> {
+    fn run(event: Option<&str>, token: Option<&[u8]>, body: &[u8]) -> Result<Outcome, Rejection> {
         let token = token.map(|t| String::from_utf8(t.to_vec()).unwrap());
         let mut headers = vec![("Content-Type", "application/json")];
         if let Some(event) = event {
@@ -71,7 +90,7 @@ mod tests {
         if let Some(token) = token.as_deref() {
             headers.push(("X-Gitlab-Token", token));
         }
-        handle(&incoming(&headers, body), &endpoint(Source::GitLab))
+        handle(&incoming(&headers, body), &settings())
     }
 
     #[test]

@@ -12,33 +12,50 @@
 
 use serde::Deserialize;
 
-use super::{decode_first_json, image_change, printable, Incoming, Outcome};
-use crate::config::Endpoint;
-use crate::error::HookError;
+use super::{decode_first_json, image_change, malformed, printable, unauthorized};
+use super::{Incoming, Outcome, Rejection, Settings};
 use crate::signature::tokens_equal;
 
-pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
+pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     if incoming.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Outcome::Ignored("empty body (Harbor test delivery)".into()));
     }
     let authorization = incoming
         .header("Authorization")
-        .ok_or_else(|| HookError::Unauthorized("Authorization header missing".into()))?;
-    if !tokens_equal(authorization.as_bytes(), endpoint.key.bytes()) {
-        return Err(HookError::Unauthorized(
-            "Authorization does not match the key".into(),
-        ));
+        .ok_or_else(|| unauthorized("Authorization header missing"))?;
+    if !tokens_equal(authorization.as_bytes(), settings.key.bytes()) {
+        return Err(unauthorized("Authorization does not match the key"));
     }
     let event: Event = decode_first_json("Harbor payload", &incoming.body)?;
     match event.kind.as_str() {
         "pushImage" | "PUSH_ARTIFACT" => {
-            let resource = event.event_data.resources.first().ok_or_else(|| {
-                HookError::BadRequest("Harbor push with no event_data.resources".into())
-            })?;
+            let resource = event
+                .event_data
+                .resources
+                .first()
+                .ok_or_else(|| malformed("Harbor push with no event_data.resources"))?;
             Ok(Outcome::Notify(vec![image_change(&resource.resource_url)?]))
         }
         other => Ok(Outcome::Ignored(format!("type {}", printable(other)))),
     }
+}
+
+/// Harbor sends no delivery id.
+pub fn delivery_id(_headers: &[(String, String)], _body: &[u8]) -> Option<String> {
+    None
+}
+
+pub const SAMPLE_BODY: &[u8] = br#"{"type":"PUSH_ARTIFACT","event_data":{"resources":[{"resource_url":"harbor.example.com/acme/app:1.0"}]}}"#;
+
+/// Harbor sends its "Auth Header" setting, the key, as `Authorization`.
+pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
+    Incoming::post(
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &String::from_utf8_lossy(key)),
+        ],
+        body,
+    )
 }
 
 #[derive(Deserialize)]
@@ -64,7 +81,6 @@ struct Resource {
 mod tests {
     use super::*;
     use crate::sources::testing::*;
-    use crate::sources::Source;
 
     const V1: &[u8] = include_bytes!("../../tests/fixtures/harbor/push_image_v1.json");
     const V2: &[u8] = include_bytes!("../../tests/fixtures/harbor/push_artifact_v2.json");
@@ -72,13 +88,13 @@ mod tests {
     const EMPTY_RESOURCES: &[u8] =
         include_bytes!("../../tests/fixtures/harbor/push_artifact_no_resources.json");
 
-    fn run(auth: Option<&[u8]>, body: &[u8]) -> Result<Outcome, HookError> {
+    fn run(auth: Option<&[u8]>, body: &[u8]) -> Result<Outcome, Rejection> {
         let auth = auth.map(|a| String::from_utf8(a.to_vec()).unwrap());
         let mut headers = vec![("Content-Type", "application/json")];
         if let Some(auth) = auth.as_deref() {
             headers.push(("Authorization", auth));
         }
-        handle(&incoming(&headers, body), &endpoint(Source::Harbor))
+        handle(&incoming(&headers, body), &settings())
     }
 
     #[test]

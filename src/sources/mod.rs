@@ -1,8 +1,11 @@
-//! Webhook sources: one file per provider, each with one pure entry point
-//! `handle(&Incoming, &Endpoint) -> Result<Outcome, HookError>`.
+//! Webhook sources: one file per provider, each pure: [`Incoming`] + the endpoint's [`Settings`]
+//! → [`Outcome`] or a [`Rejection`]. No sockets, no logging, no config, no status policy; the one
+//! network check a provider needs (GCR's token) is passed in as a [`TokenCheck`].
 //!
-//! Adding a provider = a file here, a line in `sources!` below, a fixture folder and a README row.
-//! The `--help` list, the README table check and the unknown-source error all read [`Source::ALL`].
+//! Adding a provider = a file here, a line in `sources!` below, its fixtures and a README row.
+//! Each file holds everything about its provider: `handle`, `delivery_id` and `sample` (a good
+//! delivery for tests and fuzzing). The `--help` list, the README table check, the metrics series
+//! and the unknown-source error all read [`Source::ALL`].
 
 pub mod bitbucket_cloud;
 pub mod bitbucket_server;
@@ -14,11 +17,12 @@ pub mod harbor;
 pub mod nexus;
 pub mod quay;
 
-use crate::change::Change;
-use crate::config::Endpoint;
-use crate::error::HookError;
+use std::sync::Arc;
 
-/// Declares the closed set of sources once: the enum, its config names, and `ALL`.
+use crate::change::Change;
+use crate::signature::Key;
+
+/// Declares the closed set of sources once: the enum, its config names, and its dispatch.
 macro_rules! sources {
     ($($variant:ident => $module:ident, $auth:literal;)+) => {
         /// A webhook provider, named in the config's `source:` exactly as the Go flux-recv names it.
@@ -40,8 +44,26 @@ macro_rules! sources {
             }
 
             /// Verifies and parses one delivery.
-            pub fn handle(self, incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
-                match self { $(Source::$variant => $module::handle(incoming, endpoint)),+ }
+            pub fn handle(self, incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
+                match self { $(Source::$variant => $module::handle(incoming, settings)),+ }
+            }
+
+            /// The provider's own id of a delivery, when it sent one (for the log line and
+            /// `X-Request-Id`): from a header, or (Pub/Sub) from the body.
+            pub fn delivery_id(self, headers: &[(String, String)], body: &[u8]) -> Option<String> {
+                match self { $(Source::$variant => $module::delivery_id(headers, body)),+ }
+                    .map(|id| printable(&id))
+            }
+
+            /// A delivery of the provider's main notifying event carrying `body`, authenticated
+            /// with `key` as the provider would: for tests, fuzzing and examples.
+            pub fn sample(self, key: &[u8], body: &[u8]) -> Incoming {
+                match self { $(Source::$variant => $module::sample(key, body)),+ }
+            }
+
+            /// A small body that [`Source::sample`] turns into a notifying delivery.
+            pub fn sample_body(self) -> &'static [u8] {
+                match self { $(Source::$variant => $module::SAMPLE_BODY),+ }
             }
         }
     };
@@ -65,14 +87,6 @@ impl Source {
         Source::ALL.iter().copied().find(|s| s.name() == name)
     }
 
-    /// A delivery id carried in the body rather than a header (Pub/Sub's `message.messageId`).
-    pub fn delivery_id_in_body(self, body: &[u8]) -> Option<String> {
-        match self {
-            Source::GoogleContainerRegistry => gcr::message_id(body).map(|id| printable(&id)),
-            _ => None,
-        }
-    }
-
     /// All config names, comma separated, for error messages and `--help`.
     pub fn names() -> String {
         Source::ALL
@@ -89,15 +103,99 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// What one endpoint's provider needs besides the request: the narrow part of the config it reads.
+#[derive(Clone)]
+pub struct Settings {
+    pub key: Key,
+    /// The registry host for payloads that name none (Nexus).
+    pub registry_host: Option<String>,
+    /// GCR: authenticate Pub/Sub pushes by their token.
+    pub gcr: Option<gcr::PushAuth>,
+    /// Where tokens are checked (GCR with an audience); passed in, so providers make no calls.
+    pub token_check: Option<Arc<dyn TokenCheck>>,
+}
+
+impl Settings {
+    /// Settings with just a key.
+    pub fn new(key: Key) -> Settings {
+        Settings {
+            key,
+            registry_host: None,
+            gcr: None,
+            token_check: None,
+        }
+    }
+}
+
+/// Checks a bearer token at an authority (Google's tokeninfo for GCR pushes). The error says
+/// why, and never holds the token.
+pub trait TokenCheck: Send + Sync {
+    fn check(
+        &self,
+        url: &str,
+        token: &str,
+        audience: &str,
+        email: Option<&str>,
+    ) -> Result<(), String>;
+}
+
 /// What a verified delivery asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Tell fluxd about these changes (in order).
+    /// Tell the downstreams about these changes (in order).
     Notify(Vec<Change>),
     /// Authentic and well-formed, but nothing to do; the reason is short and fixed in shape.
     Ignored(String),
     /// A ping or test delivery.
     Pong,
+}
+
+/// A cause kept for the log, with its own `source()` chain.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a delivery was refused. The detail is for the log: it never holds a key or a MAC.
+#[derive(Debug)]
+pub enum Rejection {
+    /// Signature or token missing or wrong.
+    Unauthorized(Cause),
+    /// Malformed body, missing event header, missing field, unparsable image.
+    Malformed(Cause),
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Unauthorized(cause) | Rejection::Malformed(cause) => cause.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Rejection::Unauthorized(cause) | Rejection::Malformed(cause) => Some(cause.as_ref()),
+        }
+    }
+}
+
+/// A payload that did not decode: which payload, and serde's reason (which holds no secret: the
+/// body is the sender's own).
+#[derive(Debug)]
+pub struct Undecodable {
+    pub what: &'static str,
+    pub error: serde_json::Error,
+}
+
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.error)
+    }
+}
+
+impl std::error::Error for Undecodable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 /// One request as a source sees it: no sockets, just the head and the whole body.
@@ -111,6 +209,19 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// A POST of `body` with these headers (samples, tests, fuzzing).
+    pub fn post(headers: &[(&str, &str)], body: &[u8]) -> Incoming {
+        Incoming {
+            method: "POST".into(),
+            path: "/hook/".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+        }
+    }
+
     /// The first header with this name (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         header_in(&self.headers, name)
@@ -125,64 +236,67 @@ pub fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a 
         .map(|(_, v)| v.as_str())
 }
 
-/// The provider's own delivery id, when it sent one (for the log line only).
-pub fn delivery_id(headers: &[(String, String)]) -> Option<&str> {
-    const HEADERS: [&str; 6] = [
-        "X-GitHub-Delivery",
-        "Idempotency-Key",
-        "X-Gitlab-Event-UUID",
-        "X-Request-UUID",
-        "X-Request-Id",
-        "X-Nexus-Webhook-Delivery",
-    ];
-    HEADERS.iter().find_map(|h| header_in(headers, h))
+/// The value of the first of these headers that is present.
+pub(crate) fn first_header(headers: &[(String, String)], names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|name| header_in(headers, name))
+        .map(str::to_owned)
 }
 
-/// A header the source needs, or 400 naming it.
+/// A header the source needs, or a malformed-request rejection naming it.
 pub(crate) fn required_header<'a>(
     incoming: &'a Incoming,
     name: &str,
-) -> Result<&'a str, HookError> {
+) -> Result<&'a str, Rejection> {
     incoming
         .header(name)
-        .ok_or_else(|| HookError::BadRequest(format!("{name} header missing")))
+        .ok_or_else(|| Rejection::Malformed(format!("{name} header missing").into()))
 }
 
-/// Decodes a JSON payload strictly (types checked, unknown fields allowed), or 400 naming the
-/// payload kind and serde's reason (which holds no secret: the body is the sender's own).
+/// A rejection for a request that did not authenticate, from any error or text.
+pub(crate) fn unauthorized(cause: impl Into<Cause>) -> Rejection {
+    Rejection::Unauthorized(cause.into())
+}
+
+/// A rejection for a malformed request, from any error or text.
+pub(crate) fn malformed(cause: impl Into<Cause>) -> Rejection {
+    Rejection::Malformed(cause.into())
+}
+
+/// Decodes a JSON payload strictly (types checked, unknown fields allowed).
 pub(crate) fn decode_json<'a, T: serde::Deserialize<'a>>(
-    what: &str,
+    what: &'static str,
     body: &'a [u8],
-) -> Result<T, HookError> {
-    serde_json::from_slice(body).map_err(|e| HookError::BadRequest(format!("{what}: {e}")))
+) -> Result<T, Rejection> {
+    serde_json::from_slice(body).map_err(|error| malformed(Undecodable { what, error }))
 }
 
 /// Decodes the first JSON value of a payload and ignores whatever follows it, as the Go
 /// original's stream decoder did for DockerHub, Quay, Harbor and GCR (a GCR delivery seen in the
 /// wild ends in a stray `}`).
 pub(crate) fn decode_first_json<'a, T: serde::Deserialize<'a>>(
-    what: &str,
+    what: &'static str,
     body: &'a [u8],
-) -> Result<T, HookError> {
+) -> Result<T, Rejection> {
     match serde_json::Deserializer::from_slice(body)
         .into_iter::<T>()
         .next()
     {
         Some(Ok(value)) => Ok(value),
-        Some(Err(e)) => Err(HookError::BadRequest(format!("{what}: {e}"))),
-        None => Err(HookError::BadRequest(format!("{what}: empty body"))),
+        Some(Err(error)) => Err(malformed(Undecodable { what, error })),
+        None => Err(malformed(format!("{what}: empty body"))),
     }
 }
 
-/// An image change from a pushed reference, or 400 naming the reference's problem.
-pub(crate) fn image_change(reference: &str) -> Result<Change, HookError> {
-    Change::image(reference)
-        .map_err(|e| HookError::BadRequest(format!("{e}: {:?}", printable(reference))))
+/// An image change from a pushed reference, or a rejection naming the reference's problem.
+pub(crate) fn image_change(reference: &str) -> Result<Change, Rejection> {
+    Change::image(reference).map_err(|e| malformed(format!("{e}: {:?}", printable(reference))))
 }
 
-/// A sender-chosen name (event, action) made safe for a reply and a log line: printable ASCII,
-/// at most 64 characters.
-pub(crate) fn printable(name: &str) -> String {
+/// A sender-chosen name (event, action, id) made safe for a reply and a log line: printable
+/// ASCII, at most 64 characters.
+pub fn printable(name: &str) -> String {
     name.chars()
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
         .take(64)
@@ -193,34 +307,22 @@ pub(crate) fn printable(name: &str) -> String {
 pub(crate) mod testing {
     //! Helpers for the per-source unit tests.
     use super::*;
-    use crate::config::{Endpoint, Key};
 
     pub const KEY: &[u8] = b"0123456789abcdef-test-key";
 
-    pub fn endpoint(source: Source) -> Endpoint {
-        Endpoint::new(0, source, Key::new(KEY.to_vec()), "test.key".into(), None)
+    pub fn settings() -> Settings {
+        Settings::new(Key::new(KEY.to_vec()))
     }
 
-    pub fn incoming(headers: &[(&str, &str)], body: &[u8]) -> Incoming {
-        Incoming {
-            method: "POST".into(),
-            path: "/hook/x".into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: body.to_vec(),
+    pub fn settings_with_host(host: &str) -> Settings {
+        Settings {
+            registry_host: Some(host.into()),
+            ..settings()
         }
     }
 
-    pub fn endpoint_with_host(source: Source, host: &str) -> Endpoint {
-        Endpoint::new(
-            0,
-            source,
-            Key::new(KEY.to_vec()),
-            "test.key".into(),
-            Some(host.into()),
-        )
+    pub fn incoming(headers: &[(&str, &str)], body: &[u8]) -> Incoming {
+        Incoming::post(headers, body)
     }
 
     pub fn image(domain: &str, image: &str) -> Change {
@@ -237,12 +339,12 @@ pub(crate) mod testing {
         }
     }
 
-    pub fn is_bad_request(r: &Result<Outcome, HookError>) -> bool {
-        matches!(r, Err(HookError::BadRequest(_)))
+    pub fn is_bad_request(r: &Result<Outcome, Rejection>) -> bool {
+        matches!(r, Err(Rejection::Malformed(_)))
     }
 
-    pub fn is_unauthorized(r: &Result<Outcome, HookError>) -> bool {
-        matches!(r, Err(HookError::Unauthorized(_)))
+    pub fn is_unauthorized(r: &Result<Outcome, Rejection>) -> bool {
+        matches!(r, Err(Rejection::Unauthorized(_)))
     }
 }
 
@@ -270,5 +372,27 @@ mod tests {
     fn printable_strips_control_bytes_and_bounds_length() {
         assert_eq!(printable("issue\r\nX: y"), "issueX: y");
         assert_eq!(printable(&"a".repeat(200)).len(), 64);
+    }
+
+    /// Every provider's sample is a good delivery: it notifies with the key it was made with,
+    /// and is refused with another key unless the provider checks nothing but the URL.
+    #[test]
+    fn every_sample_notifies_and_is_bound_to_its_key() {
+        for source in Source::ALL {
+            let settings = testing::settings_with_host("registry.example.com");
+            let good = source.sample(testing::KEY, source.sample_body());
+            let outcome = source.handle(&good, &settings);
+            assert!(
+                matches!(outcome, Ok(Outcome::Notify(ref c)) if !c.is_empty()),
+                "{source}: {outcome:?}"
+            );
+            let other = source.sample(b"another key entirely", source.sample_body());
+            if other.headers != good.headers {
+                assert!(
+                    testing::is_unauthorized(&source.handle(&other, &settings)),
+                    "{source}"
+                );
+            }
+        }
     }
 }

@@ -13,25 +13,24 @@
 
 use serde::Deserialize;
 
-use super::{decode_json, image_change, printable, required_header, Incoming, Outcome};
-use crate::config::Endpoint;
-use crate::error::HookError;
-use crate::signature::{verify_bare_hex, Algorithm};
+use super::{decode_json, image_change, malformed, printable, required_header, unauthorized};
+use super::{first_header, Incoming, Outcome, Rejection, Settings};
+use crate::signature::{sign_hex, verify_bare_hex, Algorithm};
 
-pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookError> {
+pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     verify_bare_hex(
         "X-Nexus-Webhook-Signature",
         Algorithm::Sha1,
         incoming.header("X-Nexus-Webhook-Signature"),
-        endpoint.key.bytes(),
+        settings.key.bytes(),
         &incoming.body,
     )
-    .map_err(|e| HookError::Unauthorized(e.to_string()))?;
+    .map_err(unauthorized)?;
     match required_header(incoming, "X-Nexus-Webhook-Id")? {
         "rm:repository:component" => {}
         "rm:repository:asset" => return Ok(Outcome::Ignored("asset event".into())),
         other => {
-            return Err(HookError::BadRequest(format!(
+            return Err(malformed(format!(
                 "X-Nexus-Webhook-Id {:?} is not rm:repository:component",
                 printable(other)
             )))
@@ -46,11 +45,36 @@ pub fn handle(incoming: &Incoming, endpoint: &Endpoint) -> Result<Outcome, HookE
             printable(&event.action)
         )));
     }
-    let reference = match endpoint.registry_host.as_deref() {
+    let reference = match settings.registry_host.as_deref() {
         Some(host) => format!("{}/{}", host.trim_end_matches('/'), component.name),
         None => component.name.clone(),
     };
     Ok(Outcome::Notify(vec![image_change(&reference)?]))
+}
+
+pub fn delivery_id(headers: &[(String, String)], _body: &[u8]) -> Option<String> {
+    first_header(headers, &["X-Nexus-Webhook-Delivery"])
+}
+
+pub const SAMPLE_BODY: &[u8] =
+    br#"{"action":"CREATED","component":{"format":"docker","name":"acme/app"}}"#;
+
+pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
+    Incoming::post(
+        &[
+            ("X-Nexus-Webhook-Id", "rm:repository:component"),
+            (
+                "X-Nexus-Webhook-Delivery",
+                "7f2a9c4e-3b1d-4e8f-a6c5-0d9b8e7f6a5c",
+            ),
+            ("Content-Type", "application/json; charset=UTF-8"),
+            (
+                "X-Nexus-Webhook-Signature",
+                &sign_hex(Algorithm::Sha1, key, body),
+            ),
+        ],
+        body,
+    )
 }
 
 #[derive(Deserialize)]
@@ -68,9 +92,7 @@ struct Component {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::sign_hex;
     use crate::sources::testing::*;
-    use crate::sources::Source;
 
     const DOCKER: &[u8] =
         include_bytes!("../../tests/fixtures/nexus/component_created_docker.json");
@@ -78,11 +100,11 @@ mod tests {
     const MAVEN: &[u8] = include_bytes!("../../tests/fixtures/nexus/component_created_maven.json");
 
     fn run_on(
-        endpoint: &Endpoint,
+        settings: &Settings,
         id: Option<&str>,
         signed: bool,
         body: &[u8],
-    ) -> Result<Outcome, HookError> {
+    ) -> Result<Outcome, Rejection> {
         let sig = sign_hex(Algorithm::Sha1, KEY, body);
         let mut headers = vec![("Content-Type", "application/json; charset=UTF-8")];
         if let Some(id) = id {
@@ -91,12 +113,12 @@ mod tests {
         if signed {
             headers.push(("X-Nexus-Webhook-Signature", &sig));
         }
-        handle(&incoming(&headers, body), endpoint)
+        handle(&incoming(&headers, body), settings)
     }
 
-    fn run(id: Option<&str>, signed: bool, body: &[u8]) -> Result<Outcome, HookError> {
+    fn run(id: Option<&str>, signed: bool, body: &[u8]) -> Result<Outcome, Rejection> {
         run_on(
-            &endpoint_with_host(Source::Nexus, "nexus.acme.example:8443/"),
+            &settings_with_host("nexus.acme.example:8443/"),
             id,
             signed,
             body,
@@ -111,7 +133,7 @@ mod tests {
             run(COMPONENT, true, DOCKER).unwrap(),
             Outcome::Notify(vec![image("nexus.acme.example:8443", "acme/podinfo")])
         );
-        let no_host = endpoint(Source::Nexus);
+        let no_host = settings();
         assert_eq!(
             run_on(&no_host, COMPONENT, true, DOCKER).unwrap(),
             Outcome::Notify(vec![image("", "acme/podinfo")])
@@ -150,9 +172,9 @@ mod tests {
             ],
             DOCKER,
         );
-        assert!(is_unauthorized(&handle(&req, &endpoint(Source::Nexus))));
+        assert!(is_unauthorized(&handle(&req, &settings())));
         req.headers[1].1 = sign_hex(Algorithm::Sha256, KEY, DOCKER);
-        assert!(is_unauthorized(&handle(&req, &endpoint(Source::Nexus))));
+        assert!(is_unauthorized(&handle(&req, &settings())));
     }
 
     #[test]

@@ -9,13 +9,23 @@
 
 use serde::Deserialize;
 
-use super::{decode_first_json, image_change, Incoming, Outcome};
-use crate::config::Endpoint;
-use crate::error::HookError;
+use super::{decode_first_json, image_change, Incoming, Outcome, Rejection, Settings};
 
-pub fn handle(incoming: &Incoming, _endpoint: &Endpoint) -> Result<Outcome, HookError> {
+pub fn handle(incoming: &Incoming, _settings: &Settings) -> Result<Outcome, Rejection> {
     let push: Push = decode_first_json("Quay payload", &incoming.body)?;
     Ok(Outcome::Notify(vec![image_change(&push.docker_url)?]))
+}
+
+/// Quay sends no delivery id.
+pub fn delivery_id(_headers: &[(String, String)], _body: &[u8]) -> Option<String> {
+    None
+}
+
+pub const SAMPLE_BODY: &[u8] = br#"{"docker_url":"quay.io/acme/app","updated_tags":["1.0"]}"#;
+
+/// Quay signs nothing: the key only chooses the URL.
+pub fn sample(_key: &[u8], body: &[u8]) -> Incoming {
+    Incoming::post(&[("Content-Type", "application/json")], body)
 }
 
 #[derive(Deserialize)]
@@ -27,13 +37,12 @@ struct Push {
 mod tests {
     use super::*;
     use crate::sources::testing::*;
-    use crate::sources::Source;
 
     const LIST_TAGS: &[u8] = include_bytes!("../../tests/fixtures/quay/push_list_tags.json");
     const MAP_TAGS: &[u8] = include_bytes!("../../tests/fixtures/quay/push_map_tags.json");
 
-    fn run(body: &[u8]) -> Result<Outcome, HookError> {
-        handle(&incoming(&[], body), &endpoint(Source::Quay))
+    fn run(body: &[u8]) -> Result<Outcome, Rejection> {
+        handle(&incoming(&[], body), &settings())
     }
 
     #[test]

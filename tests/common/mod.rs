@@ -1,36 +1,26 @@
-//! Shared test kit: a recording fake fluxd, the real server on 127.0.0.1:0, a raw HTTP client.
+//! Shared test kit: a recording fake downstream (fluxd, a Flux v2 receiver, or any answer), the
+//! real server on 127.0.0.1:0, one config writer, a raw HTTP client, the binary as a child.
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use flux_recv::app::{self, Options, Running};
 use flux_recv::config;
-use flux_recv::server::{Options, Running, Server};
 
-/// Every flag `flux-recv` takes (checked against `--help` in tests/cli.rs).
-pub const FLAGS: [&str; 16] = [
-    "--config",
-    "--listen",
-    "--listen-metrics",
-    "--threads",
-    "--max-body-bytes",
-    "--read-timeout",
-    "--notify-timeout",
-    "--max-connections",
-    "--shutdown-grace",
-    "--watch-interval",
-    "--log-format",
-    "--log-level",
-    "--base-url",
-    "--registry-host",
-    "--help",
-    "--version",
-];
+/// Every flag `flux-recv` takes: the flag table's, and the two without a value.
+pub fn flags() -> Vec<&'static str> {
+    flux_recv::cli::FLAGS
+        .iter()
+        .map(|f| f.name)
+        .chain(["--help", "--version"])
+        .collect()
+}
 
 /// A fresh, empty directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -46,7 +36,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 /// How the fake fluxd answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Behaviour {
     /// Like fluxd: 202 with an empty body for a valid change, 400 otherwise.
     Real,
@@ -60,6 +50,14 @@ pub enum Behaviour {
     Hangup,
     /// 302 to another URL.
     Redirect,
+    /// Accepts the connection and never answers.
+    Hang,
+    /// A Flux v2 `generic-hmac` Receiver with this token: 200 when `X-Signature` is a good
+    /// sha1/sha256/sha512 HMAC of the body (checked as go-github's `ValidateSignature` does),
+    /// 400 otherwise.
+    Receiver(&'static [u8]),
+    /// Whatever this function answers (a tokeninfo stand-in).
+    Answer(fn(&Recorded) -> Vec<u8>),
 }
 
 /// One request fluxd received.
@@ -84,7 +82,7 @@ impl Recorded {
     }
 }
 
-/// A fake fluxd on loopback that records every request.
+/// A fake downstream on loopback that records every request.
 pub struct FakeFluxd {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Recorded>>>,
@@ -190,6 +188,12 @@ fn serve_fluxd(
                 b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\nContent-Length: 0\r\n\r\n"
                     .to_vec()
             }
+            Behaviour::Hang => {
+                thread::sleep(Duration::from_secs(60));
+                return;
+            }
+            Behaviour::Receiver(token) => receiver_reply(&request, token),
+            Behaviour::Answer(answer) => answer(&request),
         };
         if stream.write_all(&reply).is_err() {
             return;
@@ -210,6 +214,20 @@ fn real_reply(request: &Recorded) -> Vec<u8> {
         b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\n\r\n{}"
             .to_vec()
     }
+}
+
+/// A Flux v2 generic-hmac Receiver: `X-Signature: <algo>=<hex>`, split on the first `=`, the
+/// algorithm one of sha1/sha256/sha512, the hex an HMAC of the raw body keyed with the token.
+fn receiver_reply(request: &Recorded, token: &[u8]) -> Vec<u8> {
+    let good = request
+        .header("X-Signature")
+        .and_then(|sig| sig.split_once('='))
+        .is_some_and(|(algo, hex_mac)| {
+            matches!(algo, "sha1" | "sha256" | "sha512")
+                && hmac_hex(algo, token, &request.body) == hex_mac.to_ascii_lowercase()
+        });
+    let status = if good { "200 OK" } else { "400 Bad Request" };
+    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").into_bytes()
 }
 
 fn valid_change(v: &serde_json::Value) -> bool {
@@ -305,37 +323,82 @@ impl Ep {
     }
 }
 
-/// Writes a config with these endpoints and `api`, and loads it.
-pub fn config_for(endpoints: &[Ep], api: &str) -> config::Config {
-    config::load(&config_file(endpoints, api))
-        .expect("test config loads")
-        .config
+/// The one config writer: `yaml` and its key files into `dir`; the config's path.
+pub fn write_yaml(dir: &Path, yaml: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    let path = dir.join("fluxrecv.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// YAML for these endpoints (key files `key0`, `key1`, …) after `head` (`api:` or `notify:`).
+pub fn endpoints_yaml(head: &str, endpoints: &[Ep]) -> (String, Vec<(String, Vec<u8>)>) {
+    let mut yaml = format!("fluxRecvVersion: 1\n{head}endpoints:\n");
+    let mut keys = Vec::new();
+    for (i, ep) in endpoints.iter().enumerate() {
+        let key_file = format!("key{i}");
+        yaml.push_str(&format!("- source: {}\n  keyPath: {key_file}\n", ep.source));
+        if let Some(host) = ep.registry_host {
+            yaml.push_str(&format!("  registryHost: {host}\n"));
+        }
+        keys.push((key_file, ep.key.clone()));
+    }
+    (yaml, keys)
+}
+
+/// Writes a config for these endpoints notifying the fluxd at `api`, in a fresh directory.
+pub fn config_file(endpoints: &[Ep], api: &str) -> PathBuf {
+    let (yaml, keys) = endpoints_yaml(&format!("api: {api}\n"), endpoints);
+    let keys: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(|(n, k)| (n.as_str(), k.as_slice()))
+        .collect();
+    write_yaml(&temp_dir("config"), &yaml, &keys)
+}
+
+/// Loads the config at `path`, or fails the test with every problem.
+pub fn load(path: &Path) -> config::Config {
+    match config::load(path) {
+        Ok(loaded) => loaded.config,
+        Err(e) => panic!("test config does not load:\n{e}"),
+    }
+}
+
+/// Loads a config from YAML text and key files written to a fresh directory.
+pub fn config_from_yaml(yaml: &str, keys: &[(&str, &[u8])]) -> config::Config {
+    load(&write_yaml(&temp_dir("yaml"), yaml, keys))
 }
 
 /// The real server on 127.0.0.1:0 with these endpoints, notifying `api`.
 pub fn start(endpoints: &[Ep], api: &str, opts: Options) -> (Running, config::Config) {
-    let config = config_for(endpoints, api);
-    let server = Server::bind(
-        &config,
-        Options {
-            listen: "127.0.0.1:0".into(),
-            ..opts
-        },
-    )
-    .expect("bind");
-    (server.spawn(), config)
+    let config = load(&config_file(endpoints, api));
+    (start_config(&config, opts), config)
 }
 
-/// Options for tests: short timeouts, small limits.
+/// The real server for an already loaded config.
+pub fn start_config(config: &config::Config, opts: Options) -> Running {
+    let opts = Options {
+        listen: "127.0.0.1:0".into(),
+        ..opts
+    };
+    app::start(config, &opts).expect("bind")
+}
+
+/// Options for tests: short timeouts, small limits, and redelivery off, so that a failing
+/// fluxd is a 502/504 at once (redelivery has tests of its own).
 pub fn test_options() -> Options {
     Options {
         listen: "127.0.0.1:0".into(),
+        listen_metrics: None,
         threads: 2,
         max_body_bytes: 1024 * 1024,
         read_timeout: Duration::from_secs(1),
         notify_timeout: Duration::from_secs(1),
         max_connections: 64,
-        listen_metrics: None,
+        redeliver_for: Duration::ZERO,
+        redeliver_max: 64,
     }
 }
 
@@ -430,40 +493,6 @@ pub fn route_of(key: &[u8], registry_host: &str) -> String {
     format!("/hook/{}", hex::encode(h.finalize()))
 }
 
-/// A loopback HTTP stub that records requests and answers with `answer(request)`.
-pub struct Stub {
-    pub addr: SocketAddr,
-    pub received: Arc<Mutex<Vec<Recorded>>>,
-}
-
-impl Stub {
-    pub fn start(answer: fn(&Recorded) -> Vec<u8>) -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub");
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let rec = Arc::clone(&received);
-        thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let rec = Arc::clone(&rec);
-                thread::spawn(move || {
-                    let mut buf = Vec::new();
-                    while let Some(request) = read_request(&mut stream, &mut buf) {
-                        rec.lock().unwrap().push(request.clone());
-                        if stream.write_all(&answer(&request)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Stub { addr, received }
-    }
-
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
 /// A 200 reply with a JSON body.
 pub fn json_reply(body: &str) -> Vec<u8> {
     format!(
@@ -471,33 +500,6 @@ pub fn json_reply(body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-/// Loads a config from YAML text and key files written to a fresh directory.
-pub fn config_from_yaml(yaml: &str, keys: &[(&str, &[u8])]) -> config::Config {
-    let dir = temp_dir("yaml");
-    for (name, content) in keys {
-        std::fs::write(dir.join(name), content).unwrap();
-    }
-    let path = dir.join("fluxrecv.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    match config::load(&path) {
-        Ok(loaded) => loaded.config,
-        Err(e) => panic!("test config does not load:\n{e}"),
-    }
-}
-
-/// The real server for an already loaded config.
-pub fn start_config(config: &config::Config, opts: Options) -> Running {
-    Server::bind(
-        config,
-        Options {
-            listen: "127.0.0.1:0".into(),
-            ..opts
-        },
-    )
-    .expect("bind")
-    .spawn()
 }
 
 /// The address of a `listening` log line, logfmt or JSON.
@@ -634,23 +636,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Writes a config for these endpoints and returns its path.
-pub fn config_file(endpoints: &[Ep], api: &str) -> PathBuf {
-    let dir = temp_dir("config");
-    let mut yaml = format!("fluxRecvVersion: 1\napi: {api}\nendpoints:\n");
-    for (i, ep) in endpoints.iter().enumerate() {
-        let key_file = format!("key{i}");
-        std::fs::write(dir.join(&key_file), &ep.key).unwrap();
-        yaml.push_str(&format!("- source: {}\n  keyPath: {key_file}\n", ep.source));
-        if let Some(host) = ep.registry_host {
-            yaml.push_str(&format!("  registryHost: {host}\n"));
-        }
-    }
-    let path = dir.join("fluxrecv.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
 }
 
 /// One row of a source's table: a delivery and what must come of it.

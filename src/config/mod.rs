@@ -1,5 +1,6 @@
-//! The config file (compatible with the Go flux-recv), its validation, key loading, digests and
-//! the route table. Everything here happens before the socket binds; nothing here does network I/O.
+//! The config file (compatible with the Go flux-recv), its validation, key loading and digests.
+//! Everything here happens before the socket binds; nothing here does network I/O. The
+//! downstreams (`api`, or a `notify` list) are validated in `notify.rs`.
 //!
 //! ```yaml
 //! fluxRecvVersion: 1
@@ -10,13 +11,16 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::signature::constant_time_eq;
-use crate::sources::Source;
+use crate::signature::{constant_time_eq, Key};
+use crate::sources::{gcr, Source};
+
+mod notify;
+
+pub use notify::{DownstreamConfig, DEFAULT_DOWNSTREAM};
 
 /// The fluxd API used when the config names none (the Go original's default).
 pub const DEFAULT_API: &str = "http://localhost:3030/api/flux";
@@ -29,7 +33,7 @@ const MAX_KEY_BYTES: u64 = 64 * 1024;
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Reads at most `limit` bytes of a file; more is an error naming the limit.
-fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
@@ -47,46 +51,34 @@ fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 /// A loaded, validated configuration.
 #[derive(Debug)]
 pub struct Config {
-    /// fluxd's API base, without a trailing `/`.
+    /// The `api` field, or its default: fluxd's API base without a trailing `/`. It is the one
+    /// downstream when there is no `notify` list.
     pub api: String,
-    pub endpoints: Vec<Arc<Endpoint>>,
+    pub endpoints: Vec<Endpoint>,
+    /// Who is told: the `notify` list, or one fluxd at `api`.
+    pub downstreams: Vec<DownstreamConfig>,
 }
 
-/// A shared secret, used byte for byte as stored. Never printed.
-#[derive(Clone)]
-pub struct Key(Vec<u8>);
-
-impl Key {
-    pub fn new(bytes: Vec<u8>) -> Key {
-        Key(bytes)
+impl Config {
+    /// Every file the config names (key and token files), as written, for change detection.
+    pub fn files(&self) -> Vec<&Path> {
+        let keys = self.endpoints.iter().map(|e| e.key_path.as_path());
+        let tokens = self.downstreams.iter().filter_map(|d| d.token_path());
+        keys.chain(tokens).collect()
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
+    /// The downstreams an endpoint feeds, by index into [`Config::downstreams`].
+    pub fn downstreams_of(&self, endpoint: &Endpoint) -> Vec<usize> {
+        (0..self.downstreams.len())
+            .filter(|&i| {
+                endpoint.notify.is_empty() || endpoint.notify.contains(&self.downstreams[i].name)
+            })
+            .collect()
     }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Key(<redacted>)")
-    }
-}
-
-/// Google Container Registry push authentication (used by the GCR source).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Gcr {
-    /// The Pub/Sub push token's required audience.
-    pub audience: Option<String>,
-    /// The service account the token must be for.
-    pub email: Option<String>,
-    /// Where tokens are checked (default Google's tokeninfo endpoint).
-    #[serde(rename = "tokenInfoURL")]
-    pub token_info_url: Option<String>,
 }
 
 /// One configured webhook endpoint, ready to serve.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     /// Position in the config's `endpoints` list, for messages.
     pub index: usize,
@@ -95,7 +87,9 @@ pub struct Endpoint {
     /// The key file as written in the config (for logs; never its content).
     pub key_path: PathBuf,
     pub registry_host: Option<String>,
-    pub gcr: Option<Gcr>,
+    pub gcr: Option<gcr::PushAuth>,
+    /// The downstreams this endpoint feeds, by name; empty: all of them.
+    pub notify: Vec<String>,
     digest: [u8; 32],
 }
 
@@ -118,6 +112,7 @@ impl Endpoint {
             key_path,
             registry_host,
             gcr: None,
+            notify: Vec::new(),
             digest: hasher.finalize().into(),
         }
     }
@@ -136,6 +131,11 @@ impl Endpoint {
     /// `endpoints[2] (GitHub)`: how messages name this endpoint.
     pub fn label(&self) -> String {
         format!("endpoints[{}] ({})", self.index, self.source)
+    }
+
+    /// Whether a request path is this endpoint's route, compared in constant time.
+    pub fn has_digest(&self, digest: &[u8; 32]) -> bool {
+        constant_time_eq(&self.digest, digest)
     }
 }
 
@@ -170,6 +170,7 @@ struct RawConfig {
     #[serde(rename = "fluxRecvVersion")]
     version: Option<serde_yaml_ng::Value>,
     api: Option<String>,
+    notify: Option<Vec<notify::RawDownstream>>,
     endpoints: Option<Vec<RawEndpoint>>,
 }
 
@@ -181,7 +182,8 @@ struct RawEndpoint {
     key_path: Option<String>,
     #[serde(rename = "registryHost")]
     registry_host: Option<String>,
-    gcr: Option<Gcr>,
+    gcr: Option<gcr::PushAuth>,
+    notify: Option<Vec<String>>,
 }
 
 /// Reads and validates the config file at `path`; key paths are relative to its folder.
@@ -200,7 +202,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
 pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors> {
     let raw: RawConfig = serde_yaml_ng::from_slice(text).map_err(|e| {
         ConfigErrors(vec![format!(
-            "config file {name}: {e}; fix the YAML (known fields: fluxRecvVersion, api, endpoints[].source, endpoints[].keyPath, endpoints[].registryHost, endpoints[].gcr)"
+            "config file {name}: {e}; fix the YAML (known fields: fluxRecvVersion, api, notify[].name, notify[].fluxd, notify[].fluxReceiver, notify[].keyPath, notify[].images, notify[].git, notify[].branches, endpoints[].source, endpoints[].keyPath, endpoints[].registryHost, endpoints[].gcr, endpoints[].notify)"
         )])
     })?;
     let mut problems = Vec::new();
@@ -229,6 +231,14 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
             }
         },
     };
+    let downstreams = notify::downstreams(
+        name,
+        raw.api.is_some().then_some(api.as_str()),
+        raw.notify,
+        dir,
+        &mut problems,
+        &mut warnings,
+    );
 
     let raw_endpoints = raw.endpoints.unwrap_or_default();
     if raw_endpoints.is_empty() {
@@ -237,14 +247,12 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
         ));
     }
 
-    let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
+    let mut endpoints: Vec<Endpoint> = Vec::new();
     for (index, raw) in raw_endpoints.into_iter().enumerate() {
         match endpoint(index, raw, dir, &mut warnings) {
             Ok(endpoint) => {
-                if let Some(other) = endpoints
-                    .iter()
-                    .find(|e| constant_time_eq(&e.digest, &endpoint.digest))
-                {
+                problems.extend(notify::check_endpoint(&endpoint, &downstreams));
+                if let Some(other) = endpoints.iter().find(|e| e.has_digest(&endpoint.digest)) {
                     problems.push(format!(
                         "{} has the same route as {}: the same key{} gives the same URL; give each endpoint its own key",
                         endpoint.label(),
@@ -252,7 +260,7 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
                         if endpoint.registry_host.is_some() { " and registryHost" } else { "" },
                     ));
                 } else {
-                    endpoints.push(Arc::new(endpoint));
+                    endpoints.push(endpoint);
                 }
             }
             Err(mut found) => problems.append(&mut found),
@@ -261,7 +269,11 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
 
     if problems.is_empty() {
         Ok(Loaded {
-            config: Config { api, endpoints },
+            config: Config {
+                api,
+                endpoints,
+                downstreams,
+            },
             warnings,
         })
     } else {
@@ -307,40 +319,13 @@ fn endpoint(
             ));
             None
         }
-        Some(key_path) => {
-            let full = dir.join(key_path);
-            match read_capped(&full, MAX_KEY_BYTES) {
-                Err(e) => {
-                    problems.push(format!(
-                        "{label}: keyPath: cannot read key file {}: {e}; create it or fix keyPath (relative to the config file's folder)",
-                        full.display()
-                    ));
-                    None
-                }
-                Ok(bytes) if bytes.is_empty() => {
-                    problems.push(format!(
-                        "{label}: keyPath: key file {} is empty, so its route would be public; put a random secret in it (e.g. `head -c 32 /dev/urandom | base64 -w0 > {key_path}`)",
-                        full.display()
-                    ));
-                    None
-                }
-                Ok(bytes) => {
-                    if bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                        warnings.push(format!(
-                            "{label}: key file {} ends in whitespace (often a trailing newline); the bytes are used as they are, so the provider must be given the same secret; write it with `printf %s` to avoid this",
-                            full.display()
-                        ));
-                    }
-                    if bytes.len() < SHORT_KEY_BYTES {
-                        warnings.push(format!(
-                            "{label}: key file {} holds fewer than {SHORT_KEY_BYTES} bytes; use a longer random secret",
-                            full.display()
-                        ));
-                    }
-                    Some((Key::new(bytes), PathBuf::from(key_path)))
-                }
+        Some(key_path) => match read_secret(&label, "keyPath", dir, key_path, warnings) {
+            Ok(key) => Some((key, PathBuf::from(key_path))),
+            Err(problem) => {
+                problems.push(problem);
+                None
             }
-        }
+        },
     };
 
     if let Some(host) = raw.registry_host.as_deref() {
@@ -355,17 +340,60 @@ fn endpoint(
         problems.extend(check_gcr(&label, source, gcr));
     }
 
+    if raw.notify.as_ref().is_some_and(|names| names.is_empty()) {
+        problems.push(format!(
+            "{label}: notify is empty; name the downstreams this endpoint feeds, or remove it to feed them all"
+        ));
+    }
+
     match (source, key) {
         (Some(source), Some((key, key_path))) if problems.is_empty() => {
             let mut endpoint = Endpoint::new(index, source, key, key_path, raw.registry_host);
             endpoint.gcr = raw.gcr;
+            endpoint.notify = raw.notify.unwrap_or_default();
             Ok(endpoint)
         }
         _ => Err(problems),
     }
 }
 
-fn check_gcr(label: &str, source: Option<Source>, gcr: &Gcr) -> Vec<String> {
+/// Reads a secret file (`field` of `label`, relative to `dir`), warning about the usual mistakes.
+fn read_secret(
+    label: &str,
+    field: &str,
+    dir: &Path,
+    path: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Key, String> {
+    let full = dir.join(path);
+    let bytes = read_capped(&full, MAX_KEY_BYTES).map_err(|e| {
+        format!(
+            "{label}: {field}: cannot read {}: {e}; create it or fix {field} (relative to the config file's folder)",
+            full.display()
+        )
+    })?;
+    if bytes.is_empty() {
+        return Err(format!(
+            "{label}: {field}: {} is empty; put a random secret in it (e.g. `head -c 32 /dev/urandom | base64 -w0 > {path}`)",
+            full.display()
+        ));
+    }
+    if bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        warnings.push(format!(
+            "{label}: {} ends in whitespace (often a trailing newline); the bytes are used as they are, so the other side must be given the same secret; write it with `printf %s` to avoid this",
+            full.display()
+        ));
+    }
+    if bytes.len() < SHORT_KEY_BYTES {
+        warnings.push(format!(
+            "{label}: {} holds fewer than {SHORT_KEY_BYTES} bytes; use a longer random secret",
+            full.display()
+        ));
+    }
+    Ok(Key::new(bytes))
+}
+
+fn check_gcr(label: &str, source: Option<Source>, gcr: &gcr::PushAuth) -> Vec<String> {
     let mut problems = Vec::new();
     if source.is_some_and(|s| s != Source::GoogleContainerRegistry) {
         problems.push(format!(
@@ -382,20 +410,22 @@ fn check_gcr(label: &str, source: Option<Source>, gcr: &Gcr) -> Vec<String> {
         )),
         None => {}
     }
-    let url = gcr
-        .token_info_url
-        .as_deref()
-        .unwrap_or(crate::tokeninfo::DEFAULT_URL);
+    let url = gcr.token_info_url();
     if let Err(why) = check_http_url(url) {
         problems.push(format!(
             "{label}: gcr.tokenInfoURL {url:?} {why}; use an http(s) URL"
         ));
-    } else if gcr.audience.is_some() && url.starts_with("https:") && !cfg!(feature = "tls") {
+    } else if gcr.audience.is_some() && needs_missing_tls(url) {
         problems.push(format!(
             "{label}: gcr.audience needs TLS to reach {url}, but this build has no TLS; use a build with the default `tls` feature"
         ));
     }
     problems
+}
+
+/// An https URL in a build without TLS.
+fn needs_missing_tls(url: &str) -> bool {
+    url.starts_with("https:") && !cfg!(feature = "tls")
 }
 
 /// Accepts `http://host[:port][/path]` and `https://…`, nothing else.
@@ -430,44 +460,6 @@ fn yaml_scalar(v: &serde_yaml_ng::Value) -> String {
     }
 }
 
-/// The route table: digest → endpoint, looked up in constant time over all entries.
-#[derive(Debug, Clone)]
-pub struct Routes {
-    endpoints: Vec<Arc<Endpoint>>,
-}
-
-impl Routes {
-    pub fn new(config: &Config) -> Routes {
-        Routes {
-            endpoints: config.endpoints.clone(),
-        }
-    }
-
-    /// The endpoint for a request path `/hook/<64 lowercase hex>`, or `None`.
-    ///
-    /// Every entry is compared, with no early exit, so the time taken says nothing about which
-    /// digest (if any) matched or how much of one did.
-    pub fn lookup(&self, path: &str) -> Option<Arc<Endpoint>> {
-        let hex_digest = path.strip_prefix("/hook/")?;
-        if hex_digest.len() != 64
-            || !hex_digest
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return None;
-        }
-        let mut wanted = [0u8; 32];
-        hex::decode_to_slice(hex_digest, &mut wanted).ok()?;
-        let mut found = None;
-        for endpoint in &self.endpoints {
-            if constant_time_eq(&endpoint.digest, &wanted) {
-                found = Some(Arc::clone(endpoint));
-            }
-        }
-        found
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,37 +479,6 @@ mod tests {
         let expected: [u8; 32] = Sha256::digest(b"kr.example.com").into();
         assert_eq!(hosted.route(), format!("/hook/{}", hex::encode(expected)));
         assert_eq!(hosted.digest_prefix(), hex::encode(&expected[..4]));
-    }
-
-    #[test]
-    fn key_debug_is_redacted() {
-        let key = Key::new(b"super-secret".to_vec());
-        assert!(!format!("{key:?}").contains("super"));
-    }
-
-    #[test]
-    fn lookup_finds_only_exact_lowercase_routes() {
-        let endpoint = Arc::new(Endpoint::new(
-            0,
-            Source::GitLab,
-            Key::new(b"key-one-1234567890".to_vec()),
-            "k".into(),
-            None,
-        ));
-        let routes = Routes {
-            endpoints: vec![endpoint.clone()],
-        };
-        let route = endpoint.route();
-        assert!(routes.lookup(&route).is_some());
-        assert!(routes
-            .lookup(&route.to_uppercase().replace("/HOOK/", "/hook/"))
-            .is_none());
-        assert!(routes.lookup(&route[..route.len() - 1]).is_none());
-        assert!(routes.lookup(&format!("{route}0")).is_none());
-        assert!(routes
-            .lookup(&format!("/hook/{}", "0".repeat(64)))
-            .is_none());
-        assert!(routes.lookup("/hook/").is_none());
     }
 
     #[test]

@@ -1,0 +1,418 @@
+//! The command line: one flag table ([`FLAGS`]) drives parsing, the `FLUX_RECV_*` environment
+//! names, `--help` and its defaults. A flag on the command line wins over the environment.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::app;
+use crate::log::{Format, Level};
+use crate::sources::Source;
+
+/// What a flag's value must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// Any text (a path, an address, a URL).
+    Text,
+    /// A whole number in this range.
+    Count { min: u64, max: u64 },
+    /// Seconds, fractions allowed, up to an hour (or a day); zero only when it turns something off.
+    Seconds { zero_ok: bool, max: u64 },
+    /// One of these words.
+    Word(&'static [&'static str]),
+}
+
+/// One flag.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    pub name: &'static str,
+    /// What `--help` shows after the name.
+    pub placeholder: &'static str,
+    pub default: Option<&'static str>,
+    pub value: Value,
+    pub help: &'static str,
+}
+
+impl Flag {
+    /// `FLUX_RECV_MAX_BODY_BYTES` for `--max-body-bytes`.
+    pub fn env_name(&self) -> String {
+        format!(
+            "FLUX_RECV_{}",
+            self.name
+                .trim_start_matches('-')
+                .replace('-', "_")
+                .to_uppercase()
+        )
+    }
+}
+
+const fn flag(
+    name: &'static str,
+    placeholder: &'static str,
+    default: Option<&'static str>,
+    value: Value,
+    help: &'static str,
+) -> Flag {
+    Flag {
+        name,
+        placeholder,
+        default,
+        value,
+        help,
+    }
+}
+
+const SECONDS: Value = Value::Seconds {
+    zero_ok: false,
+    max: 3600,
+};
+
+/// Every flag that takes a value.
+pub const FLAGS: [Flag; 16] = [
+    flag("--config", "FILE", Some("fluxrecv.yaml"), Value::Text, "config file; key paths are relative to its folder"),
+    flag("--listen", "ADDR", Some(":8080"), Value::Text, "address to serve on; :PORT means all interfaces"),
+    flag("--listen-metrics", "ADDR", None, Value::Text, "serve /metrics there instead of on --listen"),
+    flag("--threads", "N", Some("4"), Value::Count { min: 1, max: 1024 }, "handler threads (verify, parse, notify)"),
+    flag("--max-body-bytes", "N", Some("26214400"), Value::Count { min: 1, max: 1 << 32 }, "largest request body accepted (25 MiB)"),
+    flag("--read-timeout", "SECS", Some("10"), SECONDS, "time to receive a whole request"),
+    flag("--notify-timeout", "SECS", Some("5"), SECONDS, "time for all notify calls of one delivery"),
+    flag("--max-connections", "N", Some("256"), Value::Count { min: 1, max: 65_536 }, "open connections at once; past it 503"),
+    flag("--redeliver-for", "SECS", Some("900"), Value::Seconds { zero_ok: true, max: 86_400 }, "how long a change a downstream could not take is retried (0: not at all, 502/504 instead of 202)"),
+    flag("--redeliver-max", "N", Some("1024"), Value::Count { min: 1, max: 1_000_000 }, "changes waiting for redelivery at once; past it 502"),
+    flag("--shutdown-grace", "SECS", Some("10"), SECONDS, "on SIGTERM/SIGINT, time for requests in progress and a last redelivery try"),
+    flag("--watch-interval", "SECS", Some("3"), SECONDS, "how often the config and key files are checked for changes"),
+    flag("--log-format", "FORMAT", Some("logfmt"), Value::Word(&["logfmt", "json"]), "logfmt or json"),
+    flag("--log-level", "LEVEL", Some("info"), Value::Word(&["error", "warn", "info", "debug"]), "error, warn, info or debug"),
+    flag("--base-url", "URL", None, Value::Text, "endpoints: print full URLs under this base"),
+    flag("--registry-host", "HOST", None, Value::Text, "digest: the endpoint's registryHost"),
+];
+
+/// What to do.
+#[derive(Debug)]
+pub enum Command {
+    Serve(Serve),
+    Endpoints {
+        config: PathBuf,
+        base_url: Option<String>,
+    },
+    Check {
+        config: PathBuf,
+    },
+    Digest {
+        key_file: PathBuf,
+        registry_host: Option<String>,
+    },
+    Help(String),
+    Version,
+}
+
+/// `flux-recv [FLAGS]`.
+#[derive(Debug)]
+pub struct Serve {
+    pub config: PathBuf,
+    pub options: app::Options,
+    pub shutdown_grace: Duration,
+    pub watch_interval: Duration,
+    pub log_format: Format,
+    pub log_level: Level,
+}
+
+const ENDPOINTS_HELP: &str = "Usage: flux-recv endpoints [--config FILE] [--base-url URL]
+
+Prints one row per endpoint: source, key path, its hook path (or, with --base-url, the full URL
+to give the provider) and the downstreams it feeds. Reads the config and keys; binds nothing.
+Exit 0, or 1 on a bad config.
+";
+
+const CHECK_HELP: &str = "Usage: flux-recv check [--config FILE]
+
+Validates the config and every key and token file without binding a socket, lists every problem
+and warning, the downstreams and what each endpoint feeds, and exits 0 (usable) or 1 (not).
+";
+
+const DIGEST_HELP: &str = "Usage: flux-recv digest KEYFILE [--registry-host HOST]
+
+Prints the route /hook/<hex sha256(key bytes ++ registryHost)> of one key file, as the server
+would serve it. Key bytes are used as stored (a trailing newline counts).
+";
+
+/// The whole `--help` text, from the flag table and the source registry.
+pub fn help() -> String {
+    let mut text = format!(
+        "flux-recv {}: receives git and image push webhooks and notifies Flux (fluxd, or Flux v2 receivers)
+
+Usage:
+  flux-recv [FLAGS]                                  serve
+  flux-recv endpoints [--config F] [--base-url URL]  print each endpoint's route (or full URL)
+  flux-recv check [--config F]                       validate config, keys and tokens; exit 0 or 1
+  flux-recv digest KEYFILE [--registry-host H]       print the route of one key
+
+Flags (--flag VALUE or --flag=VALUE; each also from the environment, e.g. FLUX_RECV_LISTEN=:9090;
+a flag wins over the environment):
+",
+        env!("CARGO_PKG_VERSION")
+    );
+    for flag in FLAGS {
+        let left = format!("{} {}", flag.name, flag.placeholder);
+        let default = flag
+            .default
+            .map(|d| format!(" [default: {d}]"))
+            .unwrap_or_default();
+        text.push_str(&format!("  {left:<22} {}{default}\n", flag.help));
+    }
+    text.push_str(
+        "  -h, --help             this text
+  -V, --version          the version
+
+Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the config (as does a change on disk).
+Paths: /hook/<digest> (one per endpoint), /health (liveness), /ready (readiness), /metrics.
+
+Sources (config `source:` names, and how each is authenticated):
+",
+    );
+    for source in Source::ALL {
+        text.push_str(&format!(
+            "  {:<24} {}\n",
+            source.name(),
+            source.authentication()
+        ));
+    }
+    text.push_str("\nEach endpoint is served at /hook/<hex sha256(key bytes ++ registryHost)>.\n");
+    text
+}
+
+/// Reads flags from `args`, then from the environment through `env`.
+struct Reader<'a> {
+    args: pico_args::Arguments,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Reader<'_> {
+    fn flag(name: &str) -> Flag {
+        FLAGS
+            .into_iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in FLAGS"))
+    }
+
+    /// The text of `name` as given (flag, else environment), else its default, and where it
+    /// came from for messages.
+    fn raw(&mut self, name: &'static str) -> Result<Option<(String, String)>, String> {
+        let flag = Reader::flag(name);
+        if let Some(value) = self
+            .args
+            .opt_value_from_str::<_, String>(name)
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(Some((value, name.to_owned())));
+        }
+        let env = flag.env_name();
+        if let Some(value) = (self.env)(&env).filter(|v| !v.is_empty()) {
+            return Ok(Some((value, format!("{env} (--{})", &name[2..]))));
+        }
+        Ok(flag.default.map(|d| (d.to_owned(), name.to_owned())))
+    }
+
+    fn text(&mut self, name: &'static str) -> Result<Option<String>, String> {
+        Ok(self.raw(name)?.map(|(value, _)| value))
+    }
+
+    fn required(&mut self, name: &'static str) -> Result<String, String> {
+        self.text(name)?
+            .ok_or_else(|| format!("{name} has no default; set it"))
+    }
+
+    fn count(&mut self, name: &'static str) -> Result<u64, String> {
+        let (text, origin) = self
+            .raw(name)?
+            .ok_or_else(|| format!("{name} has no value"))?;
+        let Value::Count { min, max } = Reader::flag(name).value else {
+            return Err(format!("{name} is not a count"));
+        };
+        match text.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "{origin} {text:?}: expected a whole number from {min} to {max}"
+            )),
+        }
+    }
+
+    fn seconds(&mut self, name: &'static str) -> Result<Duration, String> {
+        let (text, origin) = self
+            .raw(name)?
+            .ok_or_else(|| format!("{name} has no value"))?;
+        let Value::Seconds { zero_ok, max } = Reader::flag(name).value else {
+            return Err(format!("{name} is not seconds"));
+        };
+        let least = if zero_ok { "at least 0" } else { "more than 0" };
+        match text.parse::<f64>() {
+            Ok(secs) if (secs > 0.0 || (zero_ok && secs == 0.0)) && secs <= max as f64 => {
+                Ok(Duration::from_secs_f64(secs))
+            }
+            _ => Err(format!(
+                "{origin} {text:?}: expected seconds, {least} and at most {max} (e.g. 10 or 0.5)"
+            )),
+        }
+    }
+
+    fn word(&mut self, name: &'static str) -> Result<String, String> {
+        let (text, origin) = self
+            .raw(name)?
+            .ok_or_else(|| format!("{name} has no value"))?;
+        let Value::Word(words) = Reader::flag(name).value else {
+            return Err(format!("{name} is not a word"));
+        };
+        if words.contains(&text.as_str()) {
+            Ok(text)
+        } else {
+            Err(format!("{origin} {text:?}: expected {}", words.join(", ")))
+        }
+    }
+
+    /// Rejects anything left on the command line.
+    fn finish(self) -> Result<(), String> {
+        match self.args.finish().first() {
+            Some(first) => Err(format!(
+                "unknown argument {:?}; see --help",
+                first.to_string_lossy()
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses a command line (without the program name); `env` looks up environment variables.
+pub fn parse(raw: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
+    let mut args = pico_args::Arguments::from_vec(raw);
+    let sub = args.subcommand().map_err(|e| e.to_string())?;
+    let wants_help = args.contains(["-h", "--help"]);
+    let mut r = Reader { args, env };
+    let config = |r: &mut Reader| r.required("--config").map(PathBuf::from);
+    let command = match sub.as_deref() {
+        Some("endpoints") if wants_help => Command::Help(ENDPOINTS_HELP.into()),
+        Some("check") if wants_help => Command::Help(CHECK_HELP.into()),
+        Some("digest") if wants_help => Command::Help(DIGEST_HELP.into()),
+        Some("endpoints") => Command::Endpoints {
+            config: config(&mut r)?,
+            base_url: r.text("--base-url")?,
+        },
+        Some("check") => Command::Check {
+            config: config(&mut r)?,
+        },
+        Some("digest") => Command::Digest {
+            registry_host: r.text("--registry-host")?,
+            key_file: r
+                .args
+                .free_from_str()
+                .map_err(|_| "digest needs a KEYFILE; see flux-recv digest --help".to_owned())?,
+        },
+        Some(other) if other.starts_with('-') => {
+            return Err(format!("unknown argument {other:?}; see --help"))
+        }
+        Some(other) => {
+            return Err(format!(
+                "unknown command {other:?}; use endpoints, check or digest, or see --help"
+            ))
+        }
+        None if wants_help => return Ok(Command::Help(help())),
+        None if r.args.contains(["-V", "--version"]) => return Ok(Command::Version),
+        None => Command::Serve(serve(&mut r)?),
+    };
+    if !matches!(command, Command::Help(_)) {
+        r.finish()?;
+    }
+    Ok(command)
+}
+
+fn serve(r: &mut Reader) -> Result<Serve, String> {
+    let listen = r.required("--listen")?;
+    if listen.is_empty() {
+        return Err("--listen is empty; use :PORT or HOST:PORT".into());
+    }
+    let serve = Serve {
+        config: PathBuf::from(r.required("--config")?),
+        options: app::Options {
+            listen,
+            listen_metrics: r.text("--listen-metrics")?,
+            threads: r.count("--threads")? as usize,
+            max_body_bytes: r.count("--max-body-bytes")?,
+            read_timeout: r.seconds("--read-timeout")?,
+            notify_timeout: r.seconds("--notify-timeout")?,
+            max_connections: r.count("--max-connections")? as usize,
+            redeliver_for: r.seconds("--redeliver-for")?,
+            redeliver_max: r.count("--redeliver-max")? as usize,
+        },
+        shutdown_grace: r.seconds("--shutdown-grace")?,
+        watch_interval: r.seconds("--watch-interval")?,
+        log_format: Format::parse(&r.word("--log-format")?).unwrap_or(Format::Logfmt),
+        log_level: Level::parse(&r.word("--log-level")?).unwrap_or(Level::Info),
+    };
+    // Sub-command flags mean nothing when serving (they may come from the environment).
+    let _ = r.text("--base-url")?;
+    let _ = r.text("--registry-host")?;
+    Ok(serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        parse(args.iter().map(OsString::from).collect(), &lookup)
+    }
+
+    #[test]
+    fn the_environment_fills_only_flags_not_given() {
+        let env = [
+            ("FLUX_RECV_LISTEN", ":9999"),
+            ("FLUX_RECV_CONFIG", "/env/config.yaml"),
+            ("FLUX_RECV_MAX_BODY_BYTES", "100"),
+            ("FLUX_RECV_LOG_LEVEL", ""),
+        ];
+        let Ok(Command::Serve(serve)) = parse_with(&["--config=/cli.yaml"], &env) else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.config, PathBuf::from("/cli.yaml"));
+        assert_eq!(serve.options.listen, ":9999");
+        assert_eq!(serve.options.max_body_bytes, 100);
+        assert_eq!(serve.log_level, Level::Info);
+    }
+
+    #[test]
+    fn defaults_come_from_the_table() {
+        let Ok(Command::Serve(serve)) = parse_with(&[], &[]) else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.options.threads, 4);
+        assert_eq!(serve.options.redeliver_for, Duration::from_secs(900));
+        assert_eq!(serve.options.notify_timeout, Duration::from_secs(5));
+        assert_eq!(serve.config, PathBuf::from("fluxrecv.yaml"));
+        assert!(help().contains("--redeliver-for SECS"));
+        assert!(help().contains("[default: 900]"));
+    }
+
+    #[test]
+    fn a_bad_value_names_where_it_came_from() {
+        let err = parse_with(&[], &[("FLUX_RECV_THREADS", "many")]).unwrap_err();
+        assert!(
+            err.contains("FLUX_RECV_THREADS") && err.contains("--threads"),
+            "{err}"
+        );
+        let err = parse_with(&["--threads", "0"], &[]).unwrap_err();
+        assert!(err.starts_with("--threads \"0\""), "{err}");
+        assert!(parse_with(&["--redeliver-for", "0"], &[]).is_ok());
+        assert!(parse_with(&["--notify-timeout", "0"], &[]).is_err());
+    }
+
+    #[test]
+    fn env_names() {
+        let name = |n: &str| FLAGS.iter().find(|f| f.name == n).unwrap().env_name();
+        assert_eq!(name("--max-body-bytes"), "FLUX_RECV_MAX_BODY_BYTES");
+        assert_eq!(name("--config"), "FLUX_RECV_CONFIG");
+    }
+}

@@ -1,0 +1,250 @@
+//! The config's downstreams: `api` (one fluxd, as the Go original had) or a `notify` list of
+//! named fluxd and Flux v2 Receiver downstreams with filters, and each endpoint's `notify` names.
+//!
+//! ```yaml
+//! notify:
+//! - name: cluster-a
+//!   fluxd: http://fluxd.cluster-a.internal:3030/api/flux
+//!   images: ["mirror.internal:5000/team-a/*"]
+//! - name: cluster-b
+//!   fluxReceiver: https://flux-webhook.cluster-b.internal/hook/0d5c…
+//!   keyPath: cluster-b-receiver.token
+//!   git: ["*/org/infra*"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{check_http_url, needs_missing_tls, read_secret, Endpoint, DEFAULT_API};
+use crate::downstream::{Filter, Glob, Kind};
+
+/// The name of the one downstream a config without `notify` has.
+pub const DEFAULT_DOWNSTREAM: &str = "fluxd";
+
+/// Longest downstream name (it is a metrics label and a thread name).
+const MAX_NAME: usize = 63;
+
+/// One validated downstream.
+#[derive(Debug, Clone)]
+pub struct DownstreamConfig {
+    pub name: String,
+    pub kind: Kind,
+    pub filter: Filter,
+    /// The token file of a receiver, as written.
+    token_path: Option<PathBuf>,
+}
+
+impl DownstreamConfig {
+    /// A fluxd without filters.
+    pub fn fluxd(name: &str, api: &str) -> DownstreamConfig {
+        DownstreamConfig {
+            name: name.to_owned(),
+            kind: Kind::Fluxd {
+                api: api.trim_end_matches('/').to_owned(),
+            },
+            filter: Filter::default(),
+            token_path: None,
+        }
+    }
+
+    pub fn token_path(&self) -> Option<&Path> {
+        self.token_path.as_deref()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDownstream {
+    name: Option<String>,
+    fluxd: Option<String>,
+    #[serde(rename = "fluxReceiver")]
+    flux_receiver: Option<String>,
+    #[serde(rename = "keyPath")]
+    key_path: Option<String>,
+    images: Option<Vec<String>>,
+    git: Option<Vec<String>>,
+    branches: Option<Vec<String>>,
+}
+
+/// The downstreams of a config: `notify` when given, else one fluxd at `api` (or its default).
+pub(super) fn downstreams(
+    file: &str,
+    api: Option<&str>,
+    notify: Option<Vec<RawDownstream>>,
+    dir: &Path,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Vec<DownstreamConfig> {
+    let Some(raw) = notify else {
+        let api = api.unwrap_or(DEFAULT_API);
+        if needs_missing_tls(api) {
+            problems.push(format!(
+                "config file {file}: api {api:?} is https, but this build has no TLS; use a build with the default `tls` feature, or http"
+            ));
+        }
+        return vec![DownstreamConfig::fluxd(DEFAULT_DOWNSTREAM, api)];
+    };
+    if api.is_some() {
+        problems.push(format!(
+            "config file {file}: both api and notify are set; move api into notify as `- fluxd: <api>`, or remove notify"
+        ));
+    }
+    if raw.is_empty() {
+        problems.push(format!(
+            "config file {file}: notify is empty; list at least one downstream, or remove it to notify the fluxd at api"
+        ));
+    }
+    let mut found: Vec<DownstreamConfig> = Vec::new();
+    for (index, raw) in raw.into_iter().enumerate() {
+        let name = raw
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("notify[{index}]"));
+        let label = match &raw.name {
+            Some(name) => format!("notify[{index}] ({name})"),
+            None => format!("notify[{index}]"),
+        };
+        if found.iter().any(|d| d.name == name) {
+            problems.push(format!(
+                "{label}: name {name:?} is used twice; give each downstream its own name"
+            ));
+        }
+        if let Some(downstream) = downstream(&label, name, raw, dir, problems, warnings) {
+            found.push(downstream);
+        }
+    }
+    found
+}
+
+fn downstream(
+    label: &str,
+    name: String,
+    raw: RawDownstream,
+    dir: &Path,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<DownstreamConfig> {
+    let before = problems.len();
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        problems.push(format!(
+            "{label}: name {name:?} is not a plain name; use 1 to {MAX_NAME} letters, digits, '-', '_' or '.'"
+        ));
+    }
+    let url = |field: &str, url: &str, problems: &mut Vec<String>| {
+        if let Err(why) = check_http_url(url) {
+            problems.push(format!(
+                "{label}: {field} {url:?} {why}; use an http(s) URL"
+            ));
+        } else if needs_missing_tls(url) {
+            problems.push(format!(
+                "{label}: {field} {url:?} is https, but this build has no TLS; use a build with the default `tls` feature, or http"
+            ));
+        }
+    };
+    let mut token_path = None;
+    let kind = match (raw.fluxd, raw.flux_receiver) {
+        (Some(api), None) => {
+            url("fluxd", &api, problems);
+            if raw.key_path.is_some() {
+                problems.push(format!(
+                    "{label}: keyPath only applies to fluxReceiver (fluxd's API takes no token); remove it"
+                ));
+            }
+            Some(Kind::Fluxd {
+                api: api.trim_end_matches('/').to_owned(),
+            })
+        }
+        (None, Some(receiver)) => {
+            url("fluxReceiver", &receiver, problems);
+            match raw.key_path.as_deref() {
+                None | Some("") => {
+                    problems.push(format!(
+                        "{label}: fluxReceiver needs keyPath: a file holding the token of the Receiver's Secret"
+                    ));
+                    None
+                }
+                Some(path) => match read_secret(label, "keyPath", dir, path, warnings) {
+                    Ok(token) => {
+                        token_path = Some(PathBuf::from(path));
+                        Some(Kind::Receiver {
+                            url: receiver,
+                            token,
+                        })
+                    }
+                    Err(problem) => {
+                        problems.push(problem);
+                        None
+                    }
+                },
+            }
+        }
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{label}: both fluxd and fluxReceiver are set; a downstream is one of them, so split it in two"
+            ));
+            None
+        }
+        (None, None) => {
+            problems.push(format!(
+                "{label}: set fluxd (a Flux v1 API URL such as {DEFAULT_API}) or fluxReceiver (a Flux v2 Receiver's URL)"
+            ));
+            None
+        }
+    };
+    let filter = Filter {
+        images: globs(label, "images", raw.images, problems),
+        git: globs(label, "git", raw.git, problems),
+        branches: globs(label, "branches", raw.branches, problems),
+    };
+    match kind {
+        Some(kind) if problems.len() == before => Some(DownstreamConfig {
+            name,
+            kind,
+            filter,
+            token_path,
+        }),
+        _ => None,
+    }
+}
+
+fn globs(
+    label: &str,
+    field: &str,
+    raw: Option<Vec<String>>,
+    problems: &mut Vec<String>,
+) -> Vec<Glob> {
+    let raw = raw.unwrap_or_default();
+    let mut globs = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        match Glob::parse(text) {
+            Ok(glob) => globs.push(glob),
+            Err(why) => problems.push(format!(
+                "{label}: {field}[{i}] {text:?} {why}; use * and ? (and [a-z] sets), or \\ before a literal one"
+            )),
+        }
+    }
+    globs
+}
+
+/// An endpoint's `notify` names must name configured downstreams.
+pub(super) fn check_endpoint(endpoint: &Endpoint, downstreams: &[DownstreamConfig]) -> Vec<String> {
+    let known: Vec<&str> = downstreams.iter().map(|d| d.name.as_str()).collect();
+    endpoint
+        .notify
+        .iter()
+        .filter(|name| !known.contains(&name.as_str()))
+        .map(|name| {
+            format!(
+                "{}: notify names {name:?}, which is not a downstream; use one of: {}",
+                endpoint.label(),
+                known.join(", ")
+            )
+        })
+        .collect()
+}

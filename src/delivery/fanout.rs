@@ -1,0 +1,293 @@
+//! Handing a delivery's changes to the downstreams that want them, and combining what they did
+//! into one ending: 200 when every one took its changes, 202 when the rest were queued for
+//! redelivery, 502 when one refused for good (or the queue was full), and with redelivery off
+//! 502/504 as the Go original's single fluxd gave.
+//!
+//! Several downstreams are told at once, each on its own thread, so a slow one never delays
+//! another. While a downstream has changes waiting for redelivery, or already has its share of
+//! calls waiting on it, new changes for it join the queue at once instead of waiting on it.
+
+use std::thread;
+use std::time::Instant;
+
+use super::routes::{Route, Table, Target};
+use crate::change::Change;
+use crate::downstream::redelivery::Redelivery;
+use crate::downstream::{Class, OnRefused, Sent};
+use crate::log;
+use crate::metrics;
+use crate::verdict::Ending;
+
+/// What one downstream did with its share of a delivery.
+enum Told {
+    Delivered,
+    Queued(Failure),
+    QueueFull(Failure),
+    Failed(Failure),
+    TimedOut(Failure),
+    Refused(Failure),
+}
+
+/// Why a downstream did not take a change at once.
+#[derive(Debug)]
+struct Failure {
+    downstream: String,
+    what: What,
+}
+
+#[derive(Debug)]
+enum What {
+    /// A call that failed.
+    Call {
+        index: usize,
+        of: usize,
+        change: Change,
+        sent: Sent,
+    },
+    /// Not called: it has changes waiting for redelivery.
+    Waiting { pending: usize },
+    /// Not called: its share of calls is already waiting on it.
+    Busy,
+}
+
+/// Tells every downstream of `route` that wants some of `changes`, by `deadline`.
+pub(super) fn tell(
+    table: &Table,
+    route: &Route,
+    changes: &[Change],
+    deadline: Instant,
+    redelivery: &Redelivery,
+) -> Ending {
+    let plan: Vec<(&Target, Vec<&Change>)> = route
+        .targets
+        .iter()
+        .map(|&i| &table.targets[i])
+        .map(|target| {
+            let wanted = changes
+                .iter()
+                .filter(|c| target.downstream.filter.wants(c))
+                .collect();
+            (target, wanted)
+        })
+        .filter(|(_, wanted): &(_, Vec<_>)| !wanted.is_empty())
+        .collect();
+    if plan.is_empty() {
+        return Ending::Ignored(match changes.len() {
+            1 => "no downstream wants this change".into(),
+            n => format!("no downstream wants these {n} changes"),
+        });
+    }
+    let told = tell_all(&plan, deadline, redelivery);
+    combine(changes.len(), told)
+}
+
+/// Each downstream on its own thread (the first on this one).
+fn tell_all(
+    plan: &[(&Target, Vec<&Change>)],
+    deadline: Instant,
+    redelivery: &Redelivery,
+) -> Vec<Told> {
+    let tell =
+        |(target, wanted): &(&Target, Vec<&Change>)| tell_one(target, wanted, deadline, redelivery);
+    let Some((first, rest)) = plan.split_first() else {
+        return Vec::new();
+    };
+    if rest.is_empty() {
+        return vec![tell(first)];
+    }
+    thread::scope(|scope| {
+        let spawned: Vec<_> = rest
+            .iter()
+            .map(|part| {
+                let handle = thread::Builder::new()
+                    .name("tell".into())
+                    .spawn_scoped(scope, move || tell(part));
+                (part, handle)
+            })
+            .collect();
+        let mut told = vec![tell(first)];
+        for (part, handle) in spawned {
+            told.push(match handle {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to spare: tell it here, after the others.
+                Err(_) => tell(part),
+            });
+        }
+        told
+    })
+}
+
+fn tell_one(
+    target: &Target,
+    wanted: &[&Change],
+    deadline: Instant,
+    redelivery: &Redelivery,
+) -> Told {
+    let name = &target.downstream.name;
+    let failure = |what| Failure {
+        downstream: name.clone(),
+        what,
+    };
+    let _slot = if redelivery.enabled() {
+        let pending = redelivery.pending(name);
+        if pending > 0 {
+            return queue(
+                redelivery,
+                target,
+                wanted,
+                failure(What::Waiting { pending }),
+            );
+        }
+        match target.enter() {
+            Some(slot) => Some(slot),
+            None => return queue(redelivery, target, wanted, failure(What::Busy)),
+        }
+    } else {
+        None
+    };
+    let on_refused = if redelivery.enabled() {
+        OnRefused::GiveUp
+    } else {
+        OnRefused::Retry
+    };
+    for (index, change) in wanted.iter().enumerate() {
+        let started = Instant::now();
+        let sent = target.downstream.send(change, deadline, on_refused);
+        metrics::get().notified(sent.result_word(), started.elapsed());
+        let class = sent.class();
+        let failed = failure(What::Call {
+            index,
+            of: wanted.len(),
+            change: (*change).clone(),
+            sent,
+        });
+        match class {
+            Class::Delivered => continue,
+            Class::Permanent => return Told::Refused(failed),
+            Class::Transient if redelivery.enabled() => {
+                return queue(redelivery, target, &wanted[index..], failed)
+            }
+            Class::Transient => {
+                return match &failed.what {
+                    What::Call {
+                        sent: Sent::TimedOut,
+                        ..
+                    } => Told::TimedOut(failed),
+                    _ => Told::Failed(failed),
+                }
+            }
+        }
+    }
+    Told::Delivered
+}
+
+/// Queues what `target` did not take, and says so in the log.
+fn queue(redelivery: &Redelivery, target: &Target, changes: &[&Change], why: Failure) -> Told {
+    let name = &target.downstream.name;
+    let owned: Vec<Change> = changes.iter().map(|c| (*c).clone()).collect();
+    match redelivery.queue(name, &owned) {
+        Ok(()) => {
+            log::warn(
+                "queued for redelivery",
+                &[
+                    ("downstream", name.into()),
+                    ("changes", owned.len().into()),
+                    ("pending", redelivery.pending(name).into()),
+                    ("detail", log::text(&why)),
+                ],
+            );
+            Told::Queued(why)
+        }
+        // The queue reported each change dropped.
+        Err(_) => Told::QueueFull(why),
+    }
+}
+
+/// One ending for all the downstreams told: the worst of what they did.
+fn combine(changes: usize, told: Vec<Told>) -> Ending {
+    let rank = |t: &Told| match t {
+        Told::Refused(_) => 5,
+        Told::QueueFull(_) => 4,
+        Told::Failed(_) => 3,
+        Told::TimedOut(_) => 2,
+        Told::Queued(_) => 1,
+        Told::Delivered => 0,
+    };
+    let worst = told.iter().map(rank).max().unwrap_or(0);
+    let failures: Vec<Failure> = told
+        .into_iter()
+        .filter_map(|t| match t {
+            Told::Delivered => None,
+            Told::Queued(f)
+            | Told::QueueFull(f)
+            | Told::Failed(f)
+            | Told::TimedOut(f)
+            | Told::Refused(f) => Some(f),
+        })
+        .collect();
+    let cause = Box::new(Failures(failures));
+    match worst {
+        5 => Ending::Refused { changes, cause },
+        4 => Ending::QueueFull { changes, cause },
+        3 => Ending::Failed { changes, cause },
+        2 => Ending::DownstreamTimeout { changes, cause },
+        1 => Ending::Queued { changes, cause },
+        _ => Ending::Notified { changes },
+    }
+}
+
+/// Everything that did not go through at once, for the log line.
+#[derive(Debug)]
+struct Failures(Vec<Failure>);
+
+impl std::fmt::Display for Failures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, failure) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            failure.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failures {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .first()
+            .map(|f| f as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "downstream {}: ", self.downstream)?;
+        match &self.what {
+            What::Call {
+                index,
+                of,
+                change,
+                sent,
+            } => write!(f, "change {}/{of} ({change}): {sent}", index + 1),
+            What::Waiting { pending } => {
+                write!(
+                    f,
+                    "queued behind {pending} change(s) waiting for redelivery"
+                )
+            }
+            What::Busy => f.write_str("its share of calls is already waiting on it"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.what {
+            What::Call { sent, .. } => Some(sent),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! What a request means: the server hands each head to [`Delivery`], which answers `/health`,
+//! `/ready` and `/metrics` at once, looks up the route, and for a hook delivery returns the work
+//! the pool runs with the body: the source verifies and parses it, the changes go to the
+//! downstreams that want them (`fanout.rs`), and the ending becomes the reply, the one request log
+//! line and the request metrics, all read from the verdict (`record.rs`).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::downstream::redelivery::{Dropped, Limits, Redelivery};
+use crate::metrics::{self, Gauge};
+use crate::server::{Begin, Handler, Head, Listener, Refusal, Request, Response, Status, Work};
+use crate::sources::{Incoming, Outcome, Rejection, Source, TokenCheck};
+use crate::tokeninfo::Tokeninfo;
+use crate::verdict::{Ending, OUTCOMES};
+
+mod fanout;
+mod observer;
+mod record;
+mod routes;
+
+use record::Context;
+use routes::Table;
+
+/// What the delivery layer needs to know of the flags.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Time for all notify calls of one delivery (and for each background try).
+    pub notify_timeout: Duration,
+    /// How long a change that a downstream could not take is retried; zero: not at all.
+    pub redeliver_for: Duration,
+    /// Changes waiting for redelivery at once.
+    pub redeliver_max: usize,
+    /// The handler pool's size (each downstream's share of it).
+    pub threads: usize,
+    /// `/metrics` has its own listener (and is not served on the main one).
+    pub separate_metrics: bool,
+}
+
+/// The server's handler.
+pub struct Delivery {
+    table: RwLock<Arc<Table>>,
+    redelivery: Arc<Redelivery>,
+    tokens: Arc<dyn TokenCheck>,
+    options: Options,
+}
+
+impl Delivery {
+    pub fn new(config: &Config, options: Options) -> Arc<Delivery> {
+        let limits = Limits {
+            horizon: options.redeliver_for,
+            max_entries: options.redeliver_max,
+            timeout: options.notify_timeout,
+        };
+        let redelivery = Redelivery::new(limits, Arc::new(observer::Recorder));
+        let tokens: Arc<dyn TokenCheck> = Arc::new(Tokeninfo);
+        for source in Source::ALL.iter().map(|s| s.name()).chain(["none"]) {
+            for outcome in OUTCOMES {
+                metrics::get().requests.declare(&[source, outcome]);
+            }
+        }
+        let delivery = Delivery {
+            table: RwLock::new(Arc::new(Table::new(config, options.threads, &tokens))),
+            redelivery,
+            tokens,
+            options,
+        };
+        delivery.took_effect();
+        Arc::new(delivery)
+    }
+
+    /// Swaps in the table of a new config; requests in progress finish on the old one.
+    pub fn reload(&self, config: &Config) {
+        let table = Arc::new(Table::new(config, self.options.threads, &self.tokens));
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        self.took_effect();
+    }
+
+    /// Lets the queue and the metrics follow the current table's downstreams.
+    fn took_effect(&self) {
+        let table = self.table();
+        let downstreams = table.downstreams();
+        for downstream in &downstreams {
+            for result in ["delivered", "failed", "rejected"] {
+                metrics::get()
+                    .redeliveries
+                    .declare(&[&downstream.name, result]);
+            }
+            for reason in Dropped::ALL {
+                metrics::get()
+                    .redelivery_drops
+                    .declare(&[&downstream.name, reason.word()]);
+            }
+        }
+        self.redelivery.update(&downstreams);
+    }
+
+    /// On shutdown: pending redeliveries get one last try within `grace`.
+    pub fn finish(&self, grace: Duration) {
+        self.redelivery.finish(grace);
+    }
+
+    fn table(&self) -> Arc<Table> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&table)
+    }
+
+    fn metrics(&self, status: Status) -> Response {
+        let table = self.table();
+        let pending = self.redelivery.pending_by_downstream();
+        let gauge = |name, help, value: usize| Gauge {
+            name,
+            help,
+            label: None,
+            values: vec![(String::new(), value as u64)],
+        };
+        let gauges = [
+            gauge(
+                "flux_recv_open_connections",
+                "Open client connections.",
+                status.open_connections,
+            ),
+            gauge(
+                "flux_recv_busy_handlers",
+                "Handler-pool threads running a delivery (at most --threads).",
+                status.busy_handlers,
+            ),
+            gauge(
+                "flux_recv_endpoints",
+                "Endpoints configured.",
+                table.routes.len(),
+            ),
+            Gauge {
+                name: "flux_recv_redelivery_pending",
+                help: "Changes waiting for redelivery, by downstream.",
+                label: Some("downstream"),
+                values: table
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        let name = &t.downstream.name;
+                        let n = pending.iter().find(|(p, _)| p == name).map_or(0, |p| p.1);
+                        (name.clone(), n as u64)
+                    })
+                    .collect(),
+            },
+        ];
+        Response {
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            ..Response::text(200, metrics::get().render(&gauges))
+        }
+    }
+
+    /// `/health`, `/ready`, `/metrics`: answered on the connection's thread, not logged.
+    fn service(&self, head: &Head, status: Status) -> Option<Response> {
+        let metrics_here = match head.listener {
+            Listener::Metrics => true,
+            Listener::Main => !self.options.separate_metrics,
+        };
+        match (head.path(), head.listener) {
+            ("/health", _) => Some(Response::text(200, "OK")),
+            ("/metrics", _) if metrics_here => Some(self.metrics(status)),
+            ("/ready", Listener::Main) if status.stopping => Some(Response::text(503, "Stopping")),
+            ("/ready", Listener::Main) => Some(Response::text(200, "Ready")),
+            (_, Listener::Metrics) => Some(Response::text(404, "Not found")),
+            _ => None,
+        }
+    }
+}
+
+impl Handler for Delivery {
+    fn begin(&self, head: &Head, status: Status) -> Begin {
+        if let Some(response) = self.service(head, status) {
+            return Begin::Answer(response);
+        }
+        let table = self.table();
+        let path = head.path();
+        let Some(route) = table.lookup(path) else {
+            return Begin::Answer(Context::unrouted(path, head.started).finish(Ending::NotFound));
+        };
+        let context = Context::routed(&table.routes[route], &head.headers, head.started);
+        if head.method != "POST" {
+            return Begin::Answer(context.finish(Ending::MethodNotAllowed));
+        }
+        Begin::Read(Box::new(Hook {
+            table,
+            route,
+            context,
+            redelivery: Arc::clone(&self.redelivery),
+            notify_timeout: self.options.notify_timeout,
+        }))
+    }
+
+    fn refuse(&self, refusal: Refusal, started: Instant) -> Response {
+        Context::unrouted("-", started).finish(ending_of(refusal))
+    }
+}
+
+/// One hook delivery's work, run in the pool with the body.
+struct Hook {
+    table: Arc<Table>,
+    route: usize,
+    context: Context,
+    redelivery: Arc<Redelivery>,
+    notify_timeout: Duration,
+}
+
+/// Only in unit-test builds: a request with this header makes its handler panic.
+#[cfg(test)]
+const PANIC_HEADER: &str = "X-Flux-Recv-Test-Panic";
+
+impl Work for Hook {
+    fn run(&self, request: Request) -> Response {
+        let route = &self.table.routes[self.route];
+        metrics::get().body_bytes.observe(request.body.len() as f64);
+        let mut context = self.context.clone();
+        if context.delivery.is_none() {
+            context.delivery = route
+                .endpoint
+                .source
+                .delivery_id(&request.head.headers, &request.body);
+        }
+        let path = request.head.path().to_owned();
+        let incoming = Incoming {
+            method: request.head.method,
+            path,
+            headers: request.head.headers,
+            body: request.body,
+        };
+        #[cfg(test)]
+        if incoming.header(PANIC_HEADER).is_some() {
+            panic!("test-only panic requested");
+        }
+        let ending = match route.endpoint.source.handle(&incoming, &route.settings) {
+            Err(Rejection::Unauthorized(cause)) => Ending::Unauthorized(cause),
+            Err(Rejection::Malformed(cause)) => Ending::BadRequest(cause),
+            Ok(Outcome::Pong) => Ending::Pong,
+            Ok(Outcome::Ignored(reason)) => Ending::Ignored(reason),
+            Ok(Outcome::Notify(changes)) => {
+                let deadline = Instant::now() + self.notify_timeout;
+                fanout::tell(&self.table, route, &changes, deadline, &self.redelivery)
+            }
+        };
+        context.finish(ending)
+    }
+
+    fn refuse(self: Box<Self>, refusal: Refusal) -> Response {
+        self.context.finish(ending_of(refusal))
+    }
+}
+
+/// What a transport refusal means for the reply, the log and the metrics.
+fn ending_of(refusal: Refusal) -> Ending {
+    match refusal {
+        Refusal::BadRequest(why) => Ending::BadRequest(why.into()),
+        Refusal::HeadTooLarge => Ending::HeadTooLarge,
+        Refusal::TooLarge => Ending::TooLarge,
+        Refusal::TimedOut => Ending::Timeout,
+        Refusal::TooManyConnections => Ending::Overloaded("too many open connections"),
+        Refusal::NoBudget => Ending::Overloaded("no memory budget for the body in time"),
+        Refusal::PoolStopped => Ending::Overloaded("handler pool stopped"),
+        Refusal::Panic => Ending::Panic,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,61 @@
+//! What the redelivery queue reports, turned into log lines and metrics.
+
+use std::time::Duration;
+
+use crate::change::Change;
+use crate::downstream::redelivery::{Dropped, Observer};
+use crate::downstream::{Class, Sent};
+use crate::log;
+use crate::metrics;
+
+/// Logs and counts background redeliveries.
+pub(super) struct Recorder;
+
+impl Observer for Recorder {
+    fn tried(&self, downstream: &str, change: &Change, sent: &Sent, took: Duration) {
+        metrics::get().notified(sent.result_word(), took);
+        let result = match sent.class() {
+            Class::Delivered => "delivered",
+            Class::Transient => "failed",
+            Class::Permanent => "rejected",
+        };
+        metrics::get().redeliveries.inc(&[downstream, result]);
+        if sent.class() == Class::Transient {
+            log::warn(
+                "redelivery failed; will retry",
+                &[
+                    ("downstream", downstream.into()),
+                    ("change", log::text(change)),
+                    ("detail", log::text(sent)),
+                ],
+            );
+        }
+    }
+
+    fn delivered(&self, downstream: &str, change: &Change, waited: Duration, attempts: u32) {
+        log::info(
+            "redelivered",
+            &[
+                ("downstream", downstream.into()),
+                ("change", log::text(change)),
+                ("attempts", u64::from(attempts).into()),
+                ("waited_ms", log::millis(waited)),
+            ],
+        );
+    }
+
+    fn dropped(&self, downstream: &str, change: &Change, reason: Dropped, waited: Duration) {
+        metrics::get()
+            .redelivery_drops
+            .inc(&[downstream, reason.word()]);
+        log::error(
+            "redelivery dropped",
+            &[
+                ("downstream", downstream.into()),
+                ("change", log::text(change)),
+                ("reason", reason.word().into()),
+                ("waited_ms", log::millis(waited)),
+            ],
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! Who is told: the downstreams a change goes to. Each is a fluxd (Flux v1, `POST
+//! <api>/v11/notify`) or a Flux v2 notification-controller `Receiver` of type `generic-hmac`,
+//! with optional filters. A call returns what happened ([`Sent`]); the caller records metrics and
+//! logs. Transient failures can be queued for background redelivery ([`redelivery`]).
+//!
+//! The JSON a downstream receives is the change's wire format (`change.rs`), for both kinds: a
+//! Receiver's CEL `resourceFilter` reads it as `req.Kind`, `req.Source.URL`, ….
+
+use std::time::{Duration, Instant};
+
+use crate::change::Change;
+use crate::signature::{sign_hex, Algorithm, Key};
+
+pub mod filter;
+pub mod redelivery;
+
+pub use filter::{Filter, Glob};
+
+/// How much of a success reply is read (fluxd answers 202 with an empty body).
+const MAX_REPLY_BYTES: u64 = 64 * 1024;
+/// First wait before calling a downstream that refused the connection again (it may be
+/// restarting). Doubles up to [`RETRY_MAX`], within the call's deadline.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// What kind of downstream, and where.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// Flux v1: fluxd's API base (`…/api/flux`); `/v11/notify` is appended.
+    Fluxd { api: String },
+    /// Flux v2: a `generic-hmac` Receiver's full URL, and the Secret's token as the HMAC key.
+    Receiver { url: String, token: Key },
+}
+
+impl Kind {
+    /// `fluxd` or `receiver`, for messages.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Kind::Fluxd { .. } => "fluxd",
+            Kind::Receiver { .. } => "receiver",
+        }
+    }
+
+    /// Where calls go, for `check` and start-up lines: a receiver's URL is cut to its origin,
+    /// since its path is derived from the Receiver's token.
+    pub fn describe(&self) -> String {
+        match self {
+            Kind::Fluxd { api } => format!("fluxd {api}"),
+            Kind::Receiver { url, .. } => {
+                let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
+                format!("receiver {origin}/…")
+            }
+        }
+    }
+}
+
+/// One downstream, ready to be told.
+pub struct Downstream {
+    /// As logs and metrics name it.
+    pub name: String,
+    pub kind: Kind,
+    pub filter: Filter,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Downstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downstream")
+            .field("name", &self.name)
+            .field("kind", &self.kind.word())
+            .finish()
+    }
+}
+
+/// What one call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// 200, 201, 202 or 204, with an empty or JSON body.
+    Accepted,
+    /// Any other status.
+    Rejected(u16),
+    /// A success status whose reply was not JSON, cut, or malformed.
+    Garbled(String),
+    /// No connection could be made, or it broke before a reply.
+    Unreachable { detail: String, attempts: u32 },
+    /// The deadline passed.
+    TimedOut,
+}
+
+impl std::error::Error for Sent {}
+
+/// How a failed call is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Delivered,
+    /// Worth trying again later: refused, reset, timeout, 5xx, 408, 429.
+    Transient,
+    /// Trying again cannot help: another 4xx, a redirect, a reply that makes no sense.
+    Permanent,
+}
+
+impl Sent {
+    pub fn class(&self) -> Class {
+        match self {
+            Sent::Accepted => Class::Delivered,
+            Sent::Unreachable { .. } | Sent::TimedOut => Class::Transient,
+            Sent::Rejected(408 | 429 | 500..=599) => Class::Transient,
+            Sent::Rejected(_) | Sent::Garbled(_) => Class::Permanent,
+        }
+    }
+
+    /// The `result` label of `flux_recv_notify_total`.
+    pub fn result_word(&self) -> &'static str {
+        match self {
+            Sent::Accepted => "ok",
+            Sent::Rejected(_) | Sent::Garbled(_) => "rejected",
+            Sent::Unreachable { .. } => "unreachable",
+            Sent::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl std::fmt::Display for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sent::Accepted => f.write_str("accepted"),
+            Sent::Rejected(status) => write!(f, "rejected it with status {status}"),
+            Sent::Garbled(why) => write!(f, "answered with a malformed reply: {why}"),
+            Sent::Unreachable { detail, attempts } => {
+                write!(f, "unreachable: {detail} ({attempts} attempts)")
+            }
+            Sent::TimedOut => f.write_str("did not answer in time"),
+        }
+    }
+}
+
+/// What to do when the connection is refused (nothing was sent, so trying again is safe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRefused {
+    /// Try again with a short back-off until the deadline (a restarting fluxd).
+    Retry,
+    /// Report it at once (it will be redelivered in the background).
+    GiveUp,
+}
+
+impl Downstream {
+    pub fn new(name: impl Into<String>, kind: Kind, filter: Filter) -> Downstream {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            // A cluster's HTTP_PROXY must not capture traffic to a local fluxd.
+            .proxy(None)
+            .max_redirects(0)
+            // Statuses are ours to judge, not errors.
+            .http_status_as_error(false)
+            .user_agent(concat!("flux-recv/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Downstream {
+            name: name.into(),
+            kind,
+            filter,
+            agent,
+        }
+    }
+
+    /// Tells the downstream about one change, by `deadline`.
+    pub fn send(&self, change: &Change, deadline: Instant, on_refused: OnRefused) -> Sent {
+        let mut wait = RETRY_FIRST;
+        let mut attempts = 1;
+        loop {
+            match self.attempt(change, deadline) {
+                Attempt::Refused(detail) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if on_refused == OnRefused::GiveUp || left <= wait {
+                        return Sent::Unreachable { detail, attempts };
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(RETRY_MAX);
+                    attempts += 1;
+                }
+                Attempt::Done(sent) => return sent,
+            }
+        }
+    }
+
+    /// One POST of the change's JSON.
+    fn attempt(&self, change: &Change, deadline: Instant) -> Attempt {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Attempt::Done(Sent::TimedOut);
+        }
+        let body = change.to_json();
+        let request = match &self.kind {
+            Kind::Fluxd { api } => self
+                .agent
+                .post(&format!("{api}/v11/notify"))
+                .header("Accept", "application/json"),
+            Kind::Receiver { url, token } => {
+                let signature = format!(
+                    "sha256={}",
+                    sign_hex(Algorithm::Sha256, token.bytes(), &body)
+                );
+                self.agent.post(url).header("X-Signature", &signature)
+            }
+        };
+        let sent = request
+            .header("Content-Type", "application/json")
+            .config()
+            .timeout_global(Some(remaining))
+            .build()
+            .send(&body[..]);
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(ureq::Error::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Attempt::Refused(io.to_string())
+            }
+            Err(other) => return Attempt::Done(classify(other)),
+        };
+        let status = response.status().as_u16();
+        if !matches!(status, 200 | 201 | 202 | 204) {
+            return Attempt::Done(Sent::Rejected(status));
+        }
+        let reply = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_REPLY_BYTES)
+            .read_to_vec();
+        Attempt::Done(match reply {
+            Err(e) => classify(e),
+            Ok(body)
+                if !body.iter().all(u8::is_ascii_whitespace)
+                    && serde_json::from_slice::<serde_json::Value>(&body).is_err() =>
+            {
+                Sent::Garbled(format!("status {status} with a body that is not JSON"))
+            }
+            Ok(_) => Sent::Accepted,
+        })
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// Connection refused: nothing reached the downstream.
+    Refused(String),
+    Done(Sent),
+}
+
+fn classify(error: ureq::Error) -> Sent {
+    let unreachable = |detail: String| Sent::Unreachable {
+        detail,
+        attempts: 1,
+    };
+    match error {
+        ureq::Error::Timeout(_) => Sent::TimedOut,
+        ureq::Error::StatusCode(status) => Sent::Rejected(status),
+        ureq::Error::Io(e) => classify_io(&e),
+        ureq::Error::Protocol(e) => Sent::Garbled(e.to_string()),
+        ureq::Error::BodyExceedsLimit(limit) => {
+            Sent::Garbled(format!("reply body over {limit} bytes"))
+        }
+        other => unreachable(other.to_string()),
+    }
+}
+
+fn classify_io(error: &std::io::Error) -> Sent {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => Sent::TimedOut,
+        _ => match error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        {
+            Some(ureq::Error::Timeout(_)) => Sent::TimedOut,
+            _ => Sent::Unreachable {
+                detail: error.to_string(),
+                attempts: 1,
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_the_status_policy() {
+        for (sent, class) in [
+            (Sent::Accepted, Class::Delivered),
+            (Sent::TimedOut, Class::Transient),
+            (
+                Sent::Unreachable {
+                    detail: "refused".into(),
+                    attempts: 1,
+                },
+                Class::Transient,
+            ),
+            (Sent::Rejected(500), Class::Transient),
+            (Sent::Rejected(503), Class::Transient),
+            (Sent::Rejected(429), Class::Transient),
+            (Sent::Rejected(408), Class::Transient),
+            (Sent::Rejected(400), Class::Permanent),
+            (Sent::Rejected(404), Class::Permanent),
+            (Sent::Rejected(302), Class::Permanent),
+            (Sent::Garbled("x".into()), Class::Permanent),
+        ] {
+            assert_eq!(sent.class(), class, "{sent:?}");
+        }
+    }
+
+    #[test]
+    fn a_receiver_is_described_without_its_hook_path() {
+        let receiver = Downstream::new(
+            "b",
+            Kind::Receiver {
+                url: "https://flux-webhook.b.internal/hook/0d5c0ffee".into(),
+                token: Key::new(b"t".to_vec()),
+            },
+            Filter::default(),
+        );
+        assert_eq!(
+            receiver.kind.describe(),
+            "receiver https://flux-webhook.b.internal/…"
+        );
+        assert!(!format!("{receiver:?}").contains("0d5c"));
+    }
+}

@@ -1,0 +1,423 @@
+//! Background redelivery: changes a downstream could not take for a transient reason wait here
+//! and are tried again until they land, for at most `--redeliver-for`.
+//!
+//! - One lane per downstream, each with its own thread, so a hanging downstream delays only its
+//!   own redeliveries.
+//! - A lane tries its queue in order, in rounds; a round that meets a transient failure stops
+//!   (the downstream is still down) and the next one waits 1 s, doubling to 60 s.
+//! - An identical (downstream, change) pair already pending is one entry: a flood of pushes for
+//!   one repo while fluxd is down is one notification when it is back. A change that arrives
+//!   while its entry is being sent is sent once more.
+//! - At most `--redeliver-max` entries in all lanes; past that a change is refused.
+//! - On shutdown each lane gives its entries one last try within the grace period.
+//!
+//! What happens is reported to an [`Observer`]: this module neither logs nor counts.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::{Class, Downstream, OnRefused, Sent};
+use crate::change::Change;
+
+/// The first wait after a failed round, doubled after each failed round up to [`BACKOFF_MAX`].
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Why a pending change was given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// `--redeliver-for` passed.
+    Expired,
+    /// The downstream refused it for good on a later try.
+    Rejected,
+    /// The queue was full when it failed.
+    QueueFull,
+    /// Still pending when the process stopped.
+    Shutdown,
+    /// Its downstream left the config on a reload.
+    Removed,
+}
+
+impl Dropped {
+    pub const ALL: [Dropped; 5] = [
+        Dropped::Expired,
+        Dropped::Rejected,
+        Dropped::QueueFull,
+        Dropped::Shutdown,
+        Dropped::Removed,
+    ];
+
+    /// The `reason` label and log word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Dropped::Expired => "expired",
+            Dropped::Rejected => "rejected",
+            Dropped::QueueFull => "queue_full",
+            Dropped::Shutdown => "shutdown",
+            Dropped::Removed => "removed",
+        }
+    }
+}
+
+/// What the queue tells whoever logs and counts.
+pub trait Observer: Send + Sync {
+    /// One background try of `change`, and what it did.
+    fn tried(&self, downstream: &str, change: &Change, sent: &Sent, took: Duration);
+    /// `change` reached `downstream` after waiting `waited` since it was first queued.
+    fn delivered(&self, downstream: &str, change: &Change, waited: Duration, attempts: u32);
+    fn dropped(&self, downstream: &str, change: &Change, reason: Dropped, waited: Duration);
+}
+
+/// The queue was full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// Limits of the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a change is tried before it is dropped; zero turns redelivery off.
+    pub horizon: Duration,
+    /// Entries held at once, in all lanes.
+    pub max_entries: usize,
+    /// Time for one try.
+    pub timeout: Duration,
+}
+
+pub struct Redelivery {
+    limits: Limits,
+    observer: Arc<dyn Observer>,
+    lanes: Mutex<BTreeMap<String, Lane>>,
+    /// Entries in all lanes.
+    total: Arc<AtomicUsize>,
+}
+
+struct Lane {
+    shared: Arc<LaneShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What a lane's thread and the request path share.
+struct LaneShared {
+    name: String,
+    state: Mutex<LaneState>,
+    wake: Condvar,
+}
+
+struct LaneState {
+    downstream: Arc<Downstream>,
+    entries: Vec<Entry>,
+    /// The wait after the next failed round.
+    backoff: Duration,
+    next_round: Instant,
+    stop: Option<Stop>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Give every entry one last try by this instant, then drop the rest.
+    Shutdown(Instant),
+    /// Drop every entry at once.
+    Removed,
+}
+
+struct Entry {
+    change: Change,
+    queued: Instant,
+    attempts: u32,
+    /// Bumped when the same change is queued again, so a try already under way does not
+    /// swallow it.
+    generation: u64,
+}
+
+impl Redelivery {
+    pub fn new(limits: Limits, observer: Arc<dyn Observer>) -> Arc<Redelivery> {
+        Arc::new(Redelivery {
+            limits,
+            observer,
+            lanes: Mutex::new(BTreeMap::new()),
+            total: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.limits.horizon.is_zero()
+    }
+
+    /// Makes the lanes match a (new) set of downstreams: new names get a lane, known names keep
+    /// their entries and take the new definition, names no longer configured drop theirs.
+    pub fn update(self: &Arc<Self>, downstreams: &[Arc<Downstream>]) {
+        if !self.enabled() {
+            return;
+        }
+        let mut lanes = lock(&self.lanes);
+        let gone: Vec<String> = lanes
+            .keys()
+            .filter(|name| !downstreams.iter().any(|d| &d.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(lane) = lanes.remove(&name) {
+                lane.stop(Stop::Removed);
+            }
+        }
+        for downstream in downstreams {
+            match lanes.get(&downstream.name) {
+                Some(lane) => lock(&lane.shared.state).downstream = Arc::clone(downstream),
+                None => {
+                    let lane = self.start_lane(Arc::clone(downstream));
+                    lanes.insert(downstream.name.clone(), lane);
+                }
+            }
+        }
+    }
+
+    fn start_lane(self: &Arc<Self>, downstream: Arc<Downstream>) -> Lane {
+        let shared = Arc::new(LaneShared {
+            name: downstream.name.clone(),
+            state: Mutex::new(LaneState {
+                downstream,
+                entries: Vec::new(),
+                backoff: BACKOFF_FIRST,
+                next_round: Instant::now(),
+                stop: None,
+            }),
+            wake: Condvar::new(),
+        });
+        let (queue, lane) = (Arc::clone(self), Arc::clone(&shared));
+        let thread = thread::Builder::new()
+            .name(format!("redeliver-{}", shared.name))
+            .spawn(move || queue.run_lane(&lane))
+            .ok();
+        Lane { shared, thread }
+    }
+
+    /// Entries pending for `downstream`.
+    pub fn pending(&self, downstream: &str) -> usize {
+        lock(&self.lanes)
+            .get(downstream)
+            .map_or(0, |lane| lock(&lane.shared.state).entries.len())
+    }
+
+    /// Entries pending per downstream, for the metrics.
+    pub fn pending_by_downstream(&self) -> Vec<(String, usize)> {
+        lock(&self.lanes)
+            .iter()
+            .map(|(name, lane)| (name.clone(), lock(&lane.shared.state).entries.len()))
+            .collect()
+    }
+
+    /// Queues `changes` for `downstream`, coalescing those already pending. All or nothing: when
+    /// the new entries do not fit, none is added and each is reported dropped.
+    pub fn queue(&self, downstream: &str, changes: &[Change]) -> Result<(), QueueFull> {
+        let queued = self.try_queue(downstream, changes);
+        if queued.is_err() {
+            for change in changes {
+                self.observer
+                    .dropped(downstream, change, Dropped::QueueFull, Duration::ZERO);
+            }
+        }
+        queued
+    }
+
+    fn try_queue(&self, downstream: &str, changes: &[Change]) -> Result<(), QueueFull> {
+        let lanes = lock(&self.lanes);
+        let lane = lanes.get(downstream).ok_or(QueueFull)?;
+        let mut state = lock(&lane.shared.state);
+        if state.stop.is_some() {
+            return Err(QueueFull);
+        }
+        let fresh = changes
+            .iter()
+            .filter(|c| !state.entries.iter().any(|e| &e.change == *c))
+            .count();
+        if self.total.load(Ordering::SeqCst) + fresh > self.limits.max_entries {
+            return Err(QueueFull);
+        }
+        let now = Instant::now();
+        let was_empty = state.entries.is_empty();
+        for change in changes {
+            match state.entries.iter_mut().find(|e| &e.change == change) {
+                Some(entry) => entry.generation += 1,
+                None => state.entries.push(Entry {
+                    change: change.clone(),
+                    queued: now,
+                    attempts: 1,
+                    generation: 0,
+                }),
+            }
+        }
+        self.total.fetch_add(fresh, Ordering::SeqCst);
+        if was_empty {
+            // A fresh outage starts with the shortest wait.
+            state.backoff = BACKOFF_FIRST;
+            state.next_round = now + BACKOFF_FIRST;
+            lane.shared.wake.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Gives every pending entry one last try, all lanes at once, within `grace`; what is left
+    /// is reported dropped.
+    pub fn finish(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        let lanes = std::mem::take(&mut *lock(&self.lanes));
+        let mut threads = Vec::new();
+        for (_, mut lane) in lanes {
+            lane.signal(Stop::Shutdown(deadline));
+            threads.extend(lane.thread.take());
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// A lane's thread: rounds when due, until stopped.
+    fn run_lane(&self, lane: &LaneShared) {
+        loop {
+            let mut state = lock(&lane.state);
+            loop {
+                if let Some(stop) = state.stop {
+                    drop(state);
+                    return self.stop_lane(lane, stop);
+                }
+                let now = Instant::now();
+                if !state.entries.is_empty() && now >= state.next_round {
+                    break;
+                }
+                let wait = if state.entries.is_empty() {
+                    Duration::from_secs(3600)
+                } else {
+                    state.next_round - now
+                };
+                state = lane
+                    .wake
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            drop(state);
+            self.round(lane, None);
+        }
+    }
+
+    /// One pass over the lane's entries in order, each tried by `now + timeout` (or `until`).
+    /// Stops at the first transient failure and schedules the next round.
+    fn round(&self, lane: &LaneShared, until: Option<Instant>) {
+        let (downstream, snapshot) = {
+            let state = lock(&lane.state);
+            let snapshot: Vec<(Change, u64)> = state
+                .entries
+                .iter()
+                .map(|e| (e.change.clone(), e.generation))
+                .collect();
+            (Arc::clone(&state.downstream), snapshot)
+        };
+        for (change, generation) in snapshot {
+            if let Some(waited) = self.expired(lane, &change) {
+                self.remove(lane, &change, None);
+                self.observer
+                    .dropped(&lane.name, &change, Dropped::Expired, waited);
+                continue;
+            }
+            let started = Instant::now();
+            let deadline = until.map_or(started + self.limits.timeout, |u| {
+                u.min(started + self.limits.timeout)
+            });
+            let sent = downstream.send(&change, deadline, OnRefused::GiveUp);
+            self.observer
+                .tried(&lane.name, &change, &sent, started.elapsed());
+            match sent.class() {
+                Class::Delivered => {
+                    if let Some((waited, attempts)) = self.remove(lane, &change, Some(generation)) {
+                        self.observer
+                            .delivered(&lane.name, &change, waited, attempts);
+                    }
+                }
+                Class::Permanent => {
+                    if let Some((waited, _)) = self.remove(lane, &change, None) {
+                        self.observer
+                            .dropped(&lane.name, &change, Dropped::Rejected, waited);
+                    }
+                }
+                Class::Transient => {
+                    let mut state = lock(&lane.state);
+                    if let Some(entry) = state.entries.iter_mut().find(|e| e.change == change) {
+                        entry.attempts += 1;
+                    }
+                    state.next_round = Instant::now() + state.backoff;
+                    state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
+                    return;
+                }
+            }
+        }
+        let mut state = lock(&lane.state);
+        // Everything in the snapshot landed: what came meanwhile goes next, at once.
+        state.backoff = BACKOFF_FIRST;
+        state.next_round = Instant::now();
+    }
+
+    /// How long an entry has waited, when that is past the horizon.
+    fn expired(&self, lane: &LaneShared, change: &Change) -> Option<Duration> {
+        let state = lock(&lane.state);
+        let entry = state.entries.iter().find(|e| &e.change == change)?;
+        let waited = entry.queued.elapsed();
+        (waited > self.limits.horizon).then_some(waited)
+    }
+
+    /// Removes an entry (only if still at `generation`, when given); its wait and attempts.
+    fn remove(
+        &self,
+        lane: &LaneShared,
+        change: &Change,
+        generation: Option<u64>,
+    ) -> Option<(Duration, u32)> {
+        let mut state = lock(&lane.state);
+        let i = state.entries.iter().position(|e| &e.change == change)?;
+        if generation.is_some_and(|g| state.entries[i].generation != g) {
+            // Queued again while it was being sent: send it once more.
+            state.entries[i].generation = 0;
+            return None;
+        }
+        let entry = state.entries.remove(i);
+        self.total.fetch_sub(1, Ordering::SeqCst);
+        Some((entry.queued.elapsed(), entry.attempts))
+    }
+
+    fn stop_lane(&self, lane: &LaneShared, stop: Stop) {
+        let reason = match stop {
+            Stop::Shutdown(deadline) => {
+                if Instant::now() < deadline {
+                    self.round(lane, Some(deadline));
+                }
+                Dropped::Shutdown
+            }
+            Stop::Removed => Dropped::Removed,
+        };
+        let left = std::mem::take(&mut lock(&lane.state).entries);
+        self.total.fetch_sub(left.len(), Ordering::SeqCst);
+        for entry in left {
+            self.observer
+                .dropped(&lane.name, &entry.change, reason, entry.queued.elapsed());
+        }
+    }
+}
+
+impl Lane {
+    fn signal(&self, stop: Stop) {
+        lock(&self.shared.state).stop = Some(stop);
+        self.shared.wake.notify_all();
+    }
+
+    fn stop(mut self, stop: Stop) {
+        self.signal(stop);
+        // A removed lane's thread drops its entries and ends; nobody waits for it.
+        drop(self.thread.take());
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,139 @@
+//! One connection's life: requests read one after another (keep-alive, pipelining), each head
+//! shown to the handler, each body read within the request's deadline, the work run in the
+//! pool, and the reply written. A slow client holds only this thread, never a pool thread.
+
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::body::{read_body, BodyBuf};
+use super::http::{framing, write_reply, After, Asked, Conn, Framing, Head, ReadError};
+use super::{Begin, Busy, Listener, Refusal, Request, Response, Shared, Work, KEEP_ALIVE_IDLE};
+
+pub(super) fn serve(stream: TcpStream, shared: &Shared, listener: Listener) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(shared.opts.read_timeout));
+    let mut conn = Conn::new(stream);
+    let mut first = true;
+    loop {
+        // The first request's clock starts at accept; later ones when their first byte arrives.
+        if !first && !conn.await_request(Instant::now() + KEEP_ALIVE_IDLE) {
+            return;
+        }
+        first = false;
+        let after = serve_one(&mut conn, shared, listener, Instant::now());
+        // Once stopping, no connection carries another request.
+        if after == After::Close || shared.stopping.load(Ordering::SeqCst) {
+            let _ = conn.stream.shutdown(Shutdown::Write);
+            return;
+        }
+    }
+}
+
+/// One request whose head has been read: what the reply must honour.
+struct Exchange {
+    head: Head,
+    framing: Framing,
+    asked: Asked,
+    /// The client allows another request on this connection.
+    keep_alive: bool,
+    deadline: Instant,
+}
+
+/// Serves one request, from its first byte to its reply.
+fn serve_one(
+    conn: &mut Conn<TcpStream>,
+    shared: &Shared,
+    listener: Listener,
+    started: Instant,
+) -> After {
+    let deadline = started + shared.opts.read_timeout;
+    let refuse = |conn: &mut Conn<TcpStream>, refusal| {
+        let response = shared.handler.refuse(refusal, started);
+        send(conn, &response, Asked::Everything, After::Close)
+    };
+    let head = match conn.read_head(deadline, listener, started) {
+        Ok(head) => head,
+        Err(ReadError::Closed | ReadError::Io) => return After::Close,
+        Err(ReadError::TimedOut) => return refuse(conn, Refusal::TimedOut),
+        Err(ReadError::Refused(refusal)) => return refuse(conn, refusal),
+    };
+    let _busy = Busy::new(&shared.busy);
+    let framing = match framing(&head) {
+        Ok(framing) => framing,
+        Err(refusal) => return refuse(conn, refusal),
+    };
+    let exchange = Exchange {
+        asked: if head.method == "HEAD" {
+            Asked::HeadOnly
+        } else {
+            Asked::Everything
+        },
+        keep_alive: head.wants_keep_alive(),
+        framing,
+        deadline,
+        head,
+    };
+    match shared.handler.begin(&exchange.head, shared.status()) {
+        Begin::Answer(response) => {
+            // Answered before its body is read: the unread body cannot be told apart from a
+            // next request, so the connection closes.
+            let after = if exchange.framing.has_body() || !exchange.keep_alive {
+                After::Close
+            } else {
+                After::KeepOpen
+            };
+            send(conn, &response, exchange.asked, after)
+        }
+        Begin::Read(work) => read_and_run(conn, shared, exchange, work),
+    }
+}
+
+/// Reads the body and runs the work in the pool.
+fn read_and_run(
+    conn: &mut Conn<TcpStream>,
+    shared: &Shared,
+    exchange: Exchange,
+    work: Box<dyn Work>,
+) -> After {
+    let max_body = shared.opts.max_body_bytes;
+    let refuse = |conn: &mut Conn<TcpStream>, work: Box<dyn Work>, refusal| {
+        send(conn, &work.refuse(refusal), exchange.asked, After::Close)
+    };
+    if matches!(exchange.framing, Framing::Length(n) if n > max_body) {
+        return refuse(conn, work, Refusal::TooLarge);
+    }
+    if exchange.head.expects_continue()
+        && exchange.framing.has_body()
+        && conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+    {
+        return After::Close;
+    }
+    let mut body = BodyBuf::new(&shared.budget, max_body);
+    match read_body(conn, exchange.framing, &mut body, exchange.deadline) {
+        Ok(()) => {}
+        Err(ReadError::Closed | ReadError::Io) => return After::Close,
+        Err(ReadError::TimedOut) => return refuse(conn, work, Refusal::TimedOut),
+        Err(ReadError::Refused(refusal)) => return refuse(conn, work, refusal),
+    }
+    let (body, reservation) = body.into_parts();
+    let request = Request {
+        head: exchange.head,
+        body,
+    };
+    let response = shared.pool.run(work, request, reservation);
+    let after = if exchange.keep_alive && !shared.stopping.load(Ordering::SeqCst) {
+        After::KeepOpen
+    } else {
+        After::Close
+    };
+    send(conn, &response, exchange.asked, after)
+}
+
+/// Writes a reply; the connection goes on only if the write worked and `after` allows it.
+fn send(conn: &mut Conn<TcpStream>, response: &Response, asked: Asked, after: After) -> After {
+    match write_reply(&mut conn.stream, response, asked, after) {
+        Ok(()) => after,
+        Err(_) => After::Close,
+    }
+}
