@@ -252,6 +252,96 @@ fn config_table() {
     }
 }
 
+/// The downstream fields: each new field, good and bad, named in its message.
+#[test]
+fn notify_table() {
+    const HEAD: &str = "fluxRecvVersion: 1\n";
+    const EP: &str = "endpoints:\n- source: GitHub\n  keyPath: gh.key\n";
+    let keys: &[(&str, &[u8])] = &[("gh.key", GOOD_KEY), ("b.token", GOOD_KEY)];
+    let case = |name: &'static str, notify: &str, error: Option<&'static [&'static str]>| {
+        (name, format!("{HEAD}{notify}{EP}"), error)
+    };
+    let cases = [
+        case("two fluxd", "notify:\n- name: a\n  fluxd: http://a:3030/api/flux\n- name: b\n  fluxd: http://b:3030/api/flux\n", None),
+        case("a receiver with a token", "notify:\n- name: b\n  fluxReceiver: http://b/hook/x\n  keyPath: b.token\n", None),
+        case("filters", "notify:\n- fluxd: http://a/api/flux\n  images: [\"r.example.com/*\"]\n  git: [\"*/org/infra*\"]\n  branches: [main, \"release-[0-9]*\"]\n", None),
+        case("api and notify", "api: http://a/api/flux\nnotify:\n- fluxd: http://a/api/flux\n", Some(&["both api and notify"])),
+        case("empty notify", "notify: []\n", Some(&["notify is empty"])),
+        case("neither kind", "notify:\n- name: a\n", Some(&["notify[0] (a)", "fluxd", "fluxReceiver"])),
+        case("both kinds", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  fluxReceiver: http://a/hook/x\n  keyPath: b.token\n", Some(&["notify[0] (a)", "both fluxd and fluxReceiver"])),
+        case("receiver without keyPath", "notify:\n- name: b\n  fluxReceiver: http://b/hook/x\n", Some(&["notify[0] (b)", "fluxReceiver needs keyPath"])),
+        case("unreadable token", "notify:\n- name: b\n  fluxReceiver: http://b/hook/x\n  keyPath: gone.token\n", Some(&["notify[0] (b)", "keyPath", "gone.token"])),
+        case("keyPath on fluxd", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  keyPath: b.token\n", Some(&["notify[0] (a)", "keyPath only applies to fluxReceiver"])),
+        case("bad fluxd URL", "notify:\n- name: a\n  fluxd: a:3030\n", Some(&["notify[0] (a)", "fluxd", "a:3030"])),
+        case("bad receiver URL", "notify:\n- name: b\n  fluxReceiver: ftp://b/x\n  keyPath: b.token\n", Some(&["notify[0] (b)", "fluxReceiver", "ftp://b/x"])),
+        case("malformed glob", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  images: [\"r/[abc\"]\n", Some(&["notify[0] (a)", "images[0]", "[abc"])),
+        case("empty glob", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  branches: [\"\"]\n", Some(&["notify[0] (a)", "branches[0]", "empty"])),
+        case("duplicate names", "notify:\n- name: a\n  fluxd: http://a/api/flux\n- name: a\n  fluxd: http://b/api/flux\n", Some(&["notify[1] (a)", "used twice"])),
+        case("odd name", "notify:\n- name: \"a b\"\n  fluxd: http://a/api/flux\n", Some(&["notify[0] (a b)", "not a plain name"])),
+        case("unknown downstream field", "notify:\n- name: a\n  flux: http://a/api/flux\n", Some(&["flux"])),
+    ];
+    let endpoint_cases = [
+        (
+            "unknown name on an endpoint",
+            format!("{HEAD}notify:\n- name: a\n  fluxd: http://a/api/flux\n{EP}  notify: [b]\n"),
+            Some(&["endpoints[0] (GitHub)", "\"b\"", "use one of: a"][..]),
+        ),
+        (
+            "empty notify on an endpoint",
+            format!("{HEAD}{EP}  notify: []\n"),
+            Some(&["endpoints[0] (GitHub)", "notify is empty"][..]),
+        ),
+        (
+            "the default fluxd by name",
+            format!("{HEAD}{EP}  notify: [fluxd]\n"),
+            None,
+        ),
+    ];
+    for (name, yaml, error) in cases.into_iter().chain(endpoint_cases) {
+        let dir = temp_dir("notify");
+        for (file, content) in keys {
+            std::fs::write(dir.join(file), content).unwrap();
+        }
+        let path = dir.join("fluxrecv.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        match (config::load(&path), error) {
+            (Ok(_), None) => {}
+            (Err(errors), None) => panic!("{name}: expected to load, got:\n{errors}"),
+            (Ok(_), Some(parts)) => panic!("{name}: expected an error with {parts:?}"),
+            (Err(errors), Some(parts)) => assert!(
+                errors.0.iter().any(|m| parts.iter().all(|p| m.contains(p))),
+                "{name}: no message holds all of {parts:?}:\n{errors}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn an_https_downstream_needs_the_tls_feature() {
+    let dir = temp_dir("notify-tls");
+    std::fs::write(dir.join("gh.key"), GOOD_KEY).unwrap();
+    std::fs::write(dir.join("b.token"), GOOD_KEY).unwrap();
+    let path = dir.join("fluxrecv.yaml");
+    std::fs::write(
+        &path,
+        "fluxRecvVersion: 1\nnotify:\n- name: b\n  fluxReceiver: https://b/hook/x\n  keyPath: b.token\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+    )
+    .unwrap();
+    let result = config::load(&path);
+    if cfg!(feature = "tls") {
+        assert!(result.is_ok(), "{:?}", result.err());
+    } else {
+        let errors = result.unwrap_err();
+        assert!(
+            errors
+                .0
+                .iter()
+                .any(|m| m.contains("notify[0] (b): fluxReceiver") && m.contains("no TLS")),
+            "{errors}"
+        );
+    }
+}
+
 #[test]
 fn every_problem_is_reported_at_once() {
     let case = Case {

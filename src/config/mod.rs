@@ -10,16 +10,16 @@
 //!   keyPath: github.key                 # relative to this file's folder
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use crate::signature::{constant_time_eq, Key};
-use crate::sources::{gcr, Source};
+use crate::signature::Key;
 
+mod endpoint;
 mod notify;
 
+pub use endpoint::Endpoint;
 pub use notify::{DownstreamConfig, DEFAULT_DOWNSTREAM};
 
 /// The fluxd API used when the config names none (the Go original's default).
@@ -77,68 +77,6 @@ impl Config {
     }
 }
 
-/// One configured webhook endpoint, ready to serve.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    /// Position in the config's `endpoints` list, for messages.
-    pub index: usize,
-    pub source: Source,
-    pub key: Key,
-    /// The key file as written in the config (for logs; never its content).
-    pub key_path: PathBuf,
-    pub registry_host: Option<String>,
-    pub gcr: Option<gcr::PushAuth>,
-    /// The downstreams this endpoint feeds, by name; empty: all of them.
-    pub notify: Vec<String>,
-    digest: [u8; 32],
-}
-
-impl Endpoint {
-    /// An endpoint with its route digest: sha256(key bytes ‖ registryHost bytes).
-    pub fn new(
-        index: usize,
-        source: Source,
-        key: Key,
-        key_path: PathBuf,
-        registry_host: Option<String>,
-    ) -> Endpoint {
-        let mut hasher = Sha256::new();
-        hasher.update(key.bytes());
-        hasher.update(registry_host.as_deref().unwrap_or("").as_bytes());
-        Endpoint {
-            index,
-            source,
-            key,
-            key_path,
-            registry_host,
-            gcr: None,
-            notify: Vec::new(),
-            digest: hasher.finalize().into(),
-        }
-    }
-
-    /// `/hook/<lowercase hex digest>`: the URL path providers are given.
-    pub fn route(&self) -> String {
-        format!("/hook/{}", hex::encode(self.digest))
-    }
-
-    /// The first 8 hex digits of the digest: enough to tell endpoints apart in logs, not enough
-    /// to call them.
-    pub fn digest_prefix(&self) -> String {
-        hex::encode(&self.digest[..4])
-    }
-
-    /// `endpoints[2] (GitHub)`: how messages name this endpoint.
-    pub fn label(&self) -> String {
-        format!("endpoints[{}] ({})", self.index, self.source)
-    }
-
-    /// Whether a request path is this endpoint's route, compared in constant time.
-    pub fn has_digest(&self, digest: &[u8; 32]) -> bool {
-        constant_time_eq(&self.digest, digest)
-    }
-}
-
 /// Every problem found in a config, one message each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<String>);
@@ -171,19 +109,7 @@ struct RawConfig {
     version: Option<serde_yaml_ng::Value>,
     api: Option<String>,
     notify: Option<Vec<notify::RawDownstream>>,
-    endpoints: Option<Vec<RawEndpoint>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEndpoint {
-    source: Option<String>,
-    #[serde(rename = "keyPath")]
-    key_path: Option<String>,
-    #[serde(rename = "registryHost")]
-    registry_host: Option<String>,
-    gcr: Option<gcr::PushAuth>,
-    notify: Option<Vec<String>>,
+    endpoints: Option<Vec<endpoint::RawEndpoint>>,
 }
 
 /// Reads and validates the config file at `path`; key paths are relative to its folder.
@@ -249,7 +175,7 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
 
     let mut endpoints: Vec<Endpoint> = Vec::new();
     for (index, raw) in raw_endpoints.into_iter().enumerate() {
-        match endpoint(index, raw, dir, &mut warnings) {
+        match endpoint::endpoint(index, raw, dir, &mut warnings) {
             Ok(endpoint) => {
                 problems.extend(notify::check_endpoint(&endpoint, &downstreams));
                 if let Some(other) = endpoints.iter().find(|e| e.has_digest(&endpoint.digest)) {
@@ -281,84 +207,8 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
     }
 }
 
-fn endpoint(
-    index: usize,
-    raw: RawEndpoint,
-    dir: &Path,
-    warnings: &mut Vec<String>,
-) -> Result<Endpoint, Vec<String>> {
-    let mut problems = Vec::new();
-    let label = format!(
-        "endpoints[{index}] ({})",
-        raw.source.as_deref().unwrap_or("no source")
-    );
-    let source = match raw.source.as_deref() {
-        None => {
-            problems.push(format!(
-                "{label}: source is missing; set it to one of: {}",
-                Source::names()
-            ));
-            None
-        }
-        Some(name) => match Source::from_name(name) {
-            Some(source) => Some(source),
-            None => {
-                problems.push(format!(
-                    "{label}: source {name:?} is not supported; use one of: {} (names are case-sensitive)",
-                    Source::names()
-                ));
-                None
-            }
-        },
-    };
-
-    let key = match raw.key_path.as_deref() {
-        None | Some("") => {
-            problems.push(format!(
-                "{label}: keyPath is missing; point it at a file holding the shared secret"
-            ));
-            None
-        }
-        Some(key_path) => match read_secret(&label, "keyPath", dir, key_path, warnings) {
-            Ok(key) => Some((key, PathBuf::from(key_path))),
-            Err(problem) => {
-                problems.push(problem);
-                None
-            }
-        },
-    };
-
-    if let Some(host) = raw.registry_host.as_deref() {
-        if host.trim().is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            problems.push(format!(
-                "{label}: registryHost {host:?} is not a host name; use a host such as registry.example.com, or remove the field"
-            ));
-        }
-    }
-
-    if let Some(gcr) = &raw.gcr {
-        problems.extend(check_gcr(&label, source, gcr));
-    }
-
-    if raw.notify.as_ref().is_some_and(|names| names.is_empty()) {
-        problems.push(format!(
-            "{label}: notify is empty; name the downstreams this endpoint feeds, or remove it to feed them all"
-        ));
-    }
-
-    match (source, key) {
-        (Some(source), Some((key, key_path))) if problems.is_empty() => {
-            let mut endpoint = Endpoint::new(index, source, key, key_path, raw.registry_host);
-            endpoint.gcr = raw.gcr;
-            endpoint.notify = raw.notify.unwrap_or_default();
-            Ok(endpoint)
-        }
-        _ => Err(problems),
-    }
-}
-
 /// Reads a secret file (`field` of `label`, relative to `dir`), warning about the usual mistakes.
-fn read_secret(
+pub(crate) fn read_secret(
     label: &str,
     field: &str,
     dir: &Path,
@@ -393,38 +243,8 @@ fn read_secret(
     Ok(Key::new(bytes))
 }
 
-fn check_gcr(label: &str, source: Option<Source>, gcr: &gcr::PushAuth) -> Vec<String> {
-    let mut problems = Vec::new();
-    if source.is_some_and(|s| s != Source::GoogleContainerRegistry) {
-        problems.push(format!(
-            "{label}: gcr is only valid with source GoogleContainerRegistry; remove it"
-        ));
-    }
-    match gcr.audience.as_deref() {
-        Some(audience) if audience.trim().is_empty() => problems.push(format!(
-            "{label}: gcr.audience is empty; set the Pub/Sub push audience or remove the field"
-        )),
-        Some(_) => {}
-        None if gcr.email.is_some() || gcr.token_info_url.is_some() => problems.push(format!(
-            "{label}: gcr.email and gcr.tokenInfoURL only apply with gcr.audience; set gcr.audience to the push subscription's audience"
-        )),
-        None => {}
-    }
-    let url = gcr.token_info_url();
-    if let Err(why) = check_http_url(url) {
-        problems.push(format!(
-            "{label}: gcr.tokenInfoURL {url:?} {why}; use an http(s) URL"
-        ));
-    } else if gcr.audience.is_some() && needs_missing_tls(url) {
-        problems.push(format!(
-            "{label}: gcr.audience needs TLS to reach {url}, but this build has no TLS; use a build with the default `tls` feature"
-        ));
-    }
-    problems
-}
-
 /// An https URL in a build without TLS.
-fn needs_missing_tls(url: &str) -> bool {
+pub(crate) fn needs_missing_tls(url: &str) -> bool {
     url.starts_with("https:") && !cfg!(feature = "tls")
 }
 
@@ -463,23 +283,6 @@ fn yaml_scalar(v: &serde_yaml_ng::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digest_is_sha256_of_key_then_registry_host() {
-        let plain = Endpoint::new(0, Source::GitHub, Key::new(b"k".to_vec()), "k".into(), None);
-        let expected: [u8; 32] = Sha256::digest(b"k").into();
-        assert_eq!(plain.route(), format!("/hook/{}", hex::encode(expected)));
-        let hosted = Endpoint::new(
-            0,
-            Source::GitHub,
-            Key::new(b"k".to_vec()),
-            "k".into(),
-            Some("r.example.com".into()),
-        );
-        let expected: [u8; 32] = Sha256::digest(b"kr.example.com").into();
-        assert_eq!(hosted.route(), format!("/hook/{}", hex::encode(expected)));
-        assert_eq!(hosted.digest_prefix(), hex::encode(&expected[..4]));
-    }
 
     #[test]
     fn http_urls_only() {

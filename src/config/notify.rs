@@ -100,7 +100,7 @@ pub(super) fn downstreams(
         let name = raw
             .name
             .clone()
-            .unwrap_or_else(|| format!("notify[{index}]"));
+            .unwrap_or_else(|| format!("notify-{index}"));
         let label = match &raw.name {
             Some(name) => format!("notify[{index}] ({name})"),
             None => format!("notify[{index}]"),

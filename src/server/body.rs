@@ -5,7 +5,8 @@ use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use super::http::{Conn, DeadlineReader, Framing, ReadError, Transport, MAX_HEAD_BYTES};
+use super::conn::{Conn, DeadlineReader, ReadError, Transport};
+use super::http::{Framing, MAX_HEAD_BYTES};
 use super::Refusal;
 
 /// A chunk-size line longer than this (extensions included) is refused (→ 400).

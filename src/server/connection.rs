@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::body::{read_body, BodyBuf};
-use super::http::{framing, write_reply, After, Asked, Conn, Framing, Head, ReadError};
+use super::conn::{Conn, ReadError};
+use super::http::{framing, write_reply, After, Asked, Framing, Head};
 use super::{Begin, Busy, Listener, Refusal, Request, Response, Shared, Work, KEEP_ALIVE_IDLE};
 
 pub(super) fn serve(stream: TcpStream, shared: &Shared, listener: Listener) {

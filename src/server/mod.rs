@@ -17,12 +17,14 @@ use crate::log;
 
 mod accept;
 mod body;
+mod conn;
 mod connection;
 mod http;
 mod pool;
 
+pub use conn::{MemoryTransport, Transport};
 pub use http::MAX_HEAD_BYTES;
-pub use http::{frame_request, Framed, Head, MemoryTransport, Transport, MAX_HEADERS};
+pub use http::{frame_request, Framed, Head, MAX_HEADERS};
 
 /// How long an idle keep-alive connection is kept open between requests.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
