@@ -65,24 +65,7 @@ fn run(serve: Serve) -> ExitCode {
         }
     };
     reload::announce(&config);
-    let metrics_addr = bound
-        .metrics_addr()
-        .map_or_else(|| "same".to_owned(), |a| a.to_string());
-    log::info(
-        "listening",
-        &[
-            ("addr", log::text(bound.local_addr())),
-            ("metrics", metrics_addr.into()),
-            ("version", env!("CARGO_PKG_VERSION").into()),
-            ("downstreams", config.downstreams.len().into()),
-            ("threads", o.threads.into()),
-            ("max_connections", o.max_connections.into()),
-            ("max_body_bytes", o.max_body_bytes.into()),
-            ("read_timeout_s", o.read_timeout.as_secs_f64().into()),
-            ("notify_timeout_s", o.notify_timeout.as_secs_f64().into()),
-            ("redeliver_for_s", o.redeliver_for.as_secs_f64().into()),
-        ],
-    );
+    log_listening(&bound, config.downstreams.len(), o);
     let running = bound.spawn();
     let stop = reload::serve_until_stopped(
         &running,
@@ -109,4 +92,26 @@ fn run(serve: Serve) -> ExitCode {
         log::info("stopped", &[]);
     }
     ExitCode::SUCCESS
+}
+
+/// The start-up line with the addresses and the limits in force.
+fn log_listening(bound: &app::Bound, downstreams: usize, o: &app::Options) {
+    let metrics_addr = bound
+        .metrics_addr()
+        .map_or_else(|| "same".to_owned(), |a| a.to_string());
+    log::info(
+        "listening",
+        &[
+            ("addr", log::text(bound.local_addr())),
+            ("metrics", metrics_addr.into()),
+            ("version", env!("CARGO_PKG_VERSION").into()),
+            ("downstreams", downstreams.into()),
+            ("threads", o.threads.into()),
+            ("max_connections", o.max_connections.into()),
+            ("max_body_bytes", o.max_body_bytes.into()),
+            ("read_timeout_s", o.read_timeout.as_secs_f64().into()),
+            ("notify_timeout_s", o.notify_timeout.as_secs_f64().into()),
+            ("redeliver_for_s", o.redeliver_for.as_secs_f64().into()),
+        ],
+    );
 }

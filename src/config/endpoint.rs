@@ -84,6 +84,20 @@ pub(super) struct RawEndpoint {
     notify: Option<Vec<String>>,
 }
 
+/// The message for two endpoints that would share a route.
+pub(super) fn same_route(endpoint: &Endpoint, other: &Endpoint) -> String {
+    format!(
+        "{} has the same route as {}: the same key{} gives the same URL; give each endpoint its own key",
+        endpoint.label(),
+        other.label(),
+        if endpoint.registry_host.is_some() {
+            " and registryHost"
+        } else {
+            ""
+        },
+    )
+}
+
 pub(super) fn endpoint(
     index: usize,
     raw: RawEndpoint,
@@ -95,26 +109,9 @@ pub(super) fn endpoint(
         "endpoints[{index}] ({})",
         raw.source.as_deref().unwrap_or("no source")
     );
-    let source = match raw.source.as_deref() {
-        None => {
-            problems.push(format!(
-                "{label}: source is missing; set it to one of: {}",
-                Source::names()
-            ));
-            None
-        }
-        Some(name) => match Source::from_name(name) {
-            Some(source) => Some(source),
-            None => {
-                problems.push(format!(
-                    "{label}: source {name:?} is not supported; use one of: {} (names are case-sensitive)",
-                    Source::names()
-                ));
-                None
-            }
-        },
-    };
-
+    let source = source(&label, raw.source.as_deref())
+        .map_err(|p| problems.push(p))
+        .ok();
     let key = match raw.key_path.as_deref() {
         None | Some("") => {
             problems.push(format!(
@@ -158,6 +155,22 @@ pub(super) fn endpoint(
         }
         _ => Err(problems),
     }
+}
+
+/// The source named `name`, or the message saying why there is none.
+fn source(label: &str, name: Option<&str>) -> Result<Source, String> {
+    let name = name.ok_or_else(|| {
+        format!(
+            "{label}: source is missing; set it to one of: {}",
+            Source::names()
+        )
+    })?;
+    Source::from_name(name).ok_or_else(|| {
+        format!(
+            "{label}: source {name:?} is not supported; use one of: {} (names are case-sensitive)",
+            Source::names()
+        )
+    })
 }
 
 fn check_gcr(label: &str, source: Option<Source>, gcr: &gcr::PushAuth) -> Vec<String> {

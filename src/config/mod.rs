@@ -134,17 +134,7 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
 
-    match &raw.version {
-        None => problems.push(format!(
-            "config file {name}: fluxRecvVersion is missing; add `fluxRecvVersion: 1`"
-        )),
-        Some(v) if v.as_u64() == Some(1) => {}
-        Some(v) => problems.push(format!(
-            "config file {name}: fluxRecvVersion is {}; only `fluxRecvVersion: 1` is supported",
-            yaml_scalar(v)
-        )),
-    }
-
+    problems.extend(check_version(name, raw.version.as_ref()));
     let api = match raw.api.as_deref() {
         None => DEFAULT_API.to_owned(),
         Some(api) => match check_http_url(api) {
@@ -178,15 +168,9 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
         match endpoint::endpoint(index, raw, dir, &mut warnings) {
             Ok(endpoint) => {
                 problems.extend(notify::check_endpoint(&endpoint, &downstreams));
-                if let Some(other) = endpoints.iter().find(|e| e.has_digest(&endpoint.digest)) {
-                    problems.push(format!(
-                        "{} has the same route as {}: the same key{} gives the same URL; give each endpoint its own key",
-                        endpoint.label(),
-                        other.label(),
-                        if endpoint.registry_host.is_some() { " and registryHost" } else { "" },
-                    ));
-                } else {
-                    endpoints.push(endpoint);
+                match endpoints.iter().find(|e| e.has_digest(&endpoint.digest)) {
+                    Some(other) => problems.push(endpoint::same_route(&endpoint, other)),
+                    None => endpoints.push(endpoint),
                 }
             }
             Err(mut found) => problems.append(&mut found),
@@ -204,6 +188,20 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
         })
     } else {
         Err(ConfigErrors(problems))
+    }
+}
+
+/// `fluxRecvVersion` must be 1.
+fn check_version(name: &str, version: Option<&serde_yaml_ng::Value>) -> Option<String> {
+    match version {
+        None => Some(format!(
+            "config file {name}: fluxRecvVersion is missing; add `fluxRecvVersion: 1`"
+        )),
+        Some(v) if v.as_u64() == Some(1) => None,
+        Some(v) => Some(format!(
+            "config file {name}: fluxRecvVersion is {}; only `fluxRecvVersion: 1` is supported",
+            yaml_scalar(v)
+        )),
     }
 }
 

@@ -120,97 +120,95 @@ pub(super) fn downstreams(
 fn downstream(
     label: &str,
     name: String,
-    raw: RawDownstream,
+    mut raw: RawDownstream,
     dir: &Path,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Option<DownstreamConfig> {
     let before = problems.len();
-    if name.is_empty()
-        || name.len() > MAX_NAME
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > MAX_NAME || !name.chars().all(plain) {
         problems.push(format!(
             "{label}: name {name:?} is not a plain name; use 1 to {MAX_NAME} letters, digits, '-', '_' or '.'"
         ));
     }
-    let url = |field: &str, url: &str, problems: &mut Vec<String>| {
-        if let Err(why) = check_http_url(url) {
-            problems.push(format!(
-                "{label}: {field} {url:?} {why}; use an http(s) URL"
-            ));
-        } else if needs_missing_tls(url) {
-            problems.push(format!(
-                "{label}: {field} {url:?} is https, but this build has no TLS; use a build with the default `tls` feature, or http"
-            ));
-        }
+    let filter = Filter {
+        images: globs(label, "images", raw.images.take(), problems),
+        git: globs(label, "git", raw.git.take(), problems),
+        branches: globs(label, "branches", raw.branches.take(), problems),
     };
-    let mut token_path = None;
-    let kind = match (raw.fluxd, raw.flux_receiver) {
-        (Some(api), None) => {
-            url("fluxd", &api, problems);
-            if raw.key_path.is_some() {
-                problems.push(format!(
-                    "{label}: keyPath only applies to fluxReceiver (fluxd's API takes no token); remove it"
-                ));
-            }
-            Some(Kind::Fluxd {
-                api: api.trim_end_matches('/').to_owned(),
-            })
+    let (kind, token_path) = kind(label, raw, dir, problems, warnings)?;
+    (problems.len() == before).then_some(DownstreamConfig {
+        name,
+        kind,
+        filter,
+        token_path,
+    })
+}
+
+/// A downstream's kind: fluxd, or a receiver with its token (and the token file's path).
+fn kind(
+    label: &str,
+    raw: RawDownstream,
+    dir: &Path,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<(Kind, Option<PathBuf>)> {
+    let mut problem = |text: String| {
+        problems.push(format!("{label}: {text}"));
+        None
+    };
+    match (raw.fluxd, raw.flux_receiver, raw.key_path) {
+        (Some(_), Some(_), _) => problem(
+            "both fluxd and fluxReceiver are set; a downstream is one of them, so split it in two"
+                .into(),
+        ),
+        (None, None, _) => problem(format!(
+            "set fluxd (a Flux v1 API URL such as {DEFAULT_API}) or fluxReceiver (a Flux v2 Receiver's URL)"
+        )),
+        (Some(_), None, Some(_)) => problem(
+            "keyPath only applies to fluxReceiver (fluxd's API takes no token); remove it".into(),
+        ),
+        (None, Some(_), None) => problem(
+            "fluxReceiver needs keyPath: a file holding the token of the Receiver's Secret".into(),
+        ),
+        (Some(api), None, None) => {
+            let api = http_url(label, "fluxd", api, problems)?;
+            Some((
+                Kind::Fluxd {
+                    api: api.trim_end_matches('/').to_owned(),
+                },
+                None,
+            ))
         }
-        (None, Some(receiver)) => {
-            url("fluxReceiver", &receiver, problems);
-            match raw.key_path.as_deref() {
-                None | Some("") => {
-                    problems.push(format!(
-                        "{label}: fluxReceiver needs keyPath: a file holding the token of the Receiver's Secret"
-                    ));
+        (None, Some(url), Some(path)) => {
+            let url = http_url(label, "fluxReceiver", url, problems)?;
+            match read_secret(label, "keyPath", dir, &path, warnings) {
+                Ok(token) => Some((Kind::Receiver { url, token }, Some(PathBuf::from(path)))),
+                Err(text) => {
+                    problems.push(text);
                     None
                 }
-                Some(path) => match read_secret(label, "keyPath", dir, path, warnings) {
-                    Ok(token) => {
-                        token_path = Some(PathBuf::from(path));
-                        Some(Kind::Receiver {
-                            url: receiver,
-                            token,
-                        })
-                    }
-                    Err(problem) => {
-                        problems.push(problem);
-                        None
-                    }
-                },
             }
         }
-        (Some(_), Some(_)) => {
-            problems.push(format!(
-                "{label}: both fluxd and fluxReceiver are set; a downstream is one of them, so split it in two"
-            ));
-            None
-        }
-        (None, None) => {
-            problems.push(format!(
-                "{label}: set fluxd (a Flux v1 API URL such as {DEFAULT_API}) or fluxReceiver (a Flux v2 Receiver's URL)"
-            ));
-            None
-        }
-    };
-    let filter = Filter {
-        images: globs(label, "images", raw.images, problems),
-        git: globs(label, "git", raw.git, problems),
-        branches: globs(label, "branches", raw.branches, problems),
-    };
-    match kind {
-        Some(kind) if problems.len() == before => Some(DownstreamConfig {
-            name,
-            kind,
-            filter,
-            token_path,
-        }),
-        _ => None,
     }
+}
+
+/// `url` when it is an http(s) URL this build can call.
+fn http_url(label: &str, field: &str, url: String, problems: &mut Vec<String>) -> Option<String> {
+    if let Err(why) = check_http_url(&url) {
+        problems.push(format!(
+            "{label}: {field} {url:?} {why}; use an http(s) URL"
+        ));
+        return None;
+    }
+    if needs_missing_tls(&url) {
+        problems.push(format!(
+            "{label}: {field} {url:?} is https, but this build has no TLS; use a build with the default `tls` feature, or http"
+        ));
+        return None;
+    }
+    Some(url)
 }
 
 fn globs(

@@ -10,7 +10,7 @@
 use std::thread;
 use std::time::Instant;
 
-use super::routes::{Route, Table, Target};
+use super::routes::{Route, Slot, Table, Target};
 use crate::change::Change;
 use crate::downstream::redelivery::Redelivery;
 use crate::downstream::{Class, OnRefused, Sent};
@@ -125,27 +125,9 @@ fn tell_one(
     deadline: Instant,
     redelivery: &Redelivery,
 ) -> Told {
-    let name = &target.downstream.name;
-    let failure = |what| Failure {
-        downstream: name.clone(),
-        what,
-    };
-    let _slot = if redelivery.enabled() {
-        let pending = redelivery.pending(name);
-        if pending > 0 {
-            return queue(
-                redelivery,
-                target,
-                wanted,
-                failure(What::Waiting { pending }),
-            );
-        }
-        match target.enter() {
-            Some(slot) => Some(slot),
-            None => return queue(redelivery, target, wanted, failure(What::Busy)),
-        }
-    } else {
-        None
+    let _slot = match gate(target, wanted, redelivery) {
+        Gate::Open(slot) => slot,
+        Gate::Queued(told) => return told,
     };
     let on_refused = if redelivery.enabled() {
         OnRefused::GiveUp
@@ -157,30 +139,60 @@ fn tell_one(
         let sent = target.downstream.send(change, deadline, on_refused);
         metrics::get().notified(sent.result_word(), started.elapsed());
         let class = sent.class();
-        let failed = failure(What::Call {
-            index,
-            of: wanted.len(),
-            change: (*change).clone(),
-            sent,
-        });
+        let failed = Failure {
+            downstream: target.downstream.name.clone(),
+            what: What::Call {
+                index,
+                of: wanted.len(),
+                change: (*change).clone(),
+                sent,
+            },
+        };
         match class {
             Class::Delivered => continue,
             Class::Permanent => return Told::Refused(failed),
             Class::Transient if redelivery.enabled() => {
                 return queue(redelivery, target, &wanted[index..], failed)
             }
-            Class::Transient => {
-                return match &failed.what {
-                    What::Call {
-                        sent: Sent::TimedOut,
-                        ..
-                    } => Told::TimedOut(failed),
-                    _ => Told::Failed(failed),
-                }
-            }
+            Class::Transient if failed.timed_out() => return Told::TimedOut(failed),
+            Class::Transient => return Told::Failed(failed),
         }
     }
     Told::Delivered
+}
+
+/// Whether a downstream is called now.
+enum Gate<'a> {
+    /// Yes, holding a call slot when redelivery is on.
+    Open(Option<Slot<'a>>),
+    /// No: the changes joined its queue.
+    Queued(Told),
+}
+
+/// With redelivery on, a downstream that has changes waiting, or its share of calls already
+/// waiting on it, is not called: the changes join its queue at once.
+fn gate<'a>(target: &'a Target, wanted: &[&Change], redelivery: &Redelivery) -> Gate<'a> {
+    if !redelivery.enabled() {
+        return Gate::Open(None);
+    }
+    let name = &target.downstream.name;
+    let why = |what| Failure {
+        downstream: name.clone(),
+        what,
+    };
+    let pending = redelivery.pending(name);
+    if pending > 0 {
+        return Gate::Queued(queue(
+            redelivery,
+            target,
+            wanted,
+            why(What::Waiting { pending }),
+        ));
+    }
+    match target.enter() {
+        Some(slot) => Gate::Open(Some(slot)),
+        None => Gate::Queued(queue(redelivery, target, wanted, why(What::Busy))),
+    }
 }
 
 /// Queues what `target` did not take, and says so in the log.
@@ -259,6 +271,18 @@ impl std::error::Error for Failures {
         self.0
             .first()
             .map(|f| f as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl Failure {
+    fn timed_out(&self) -> bool {
+        matches!(
+            self.what,
+            What::Call {
+                sent: Sent::TimedOut,
+                ..
+            }
+        )
     }
 }
 
