@@ -54,14 +54,6 @@ fn metric(server: &Proc, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
 }
 
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn one_push_fans_out_to_the_downstreams_that_want_it() {
     let a = FakeFluxd::start(Behaviour::Real);

@@ -533,14 +533,6 @@ fn write_config(dir: &Path, key: &[u8], api: &str) {
     write_yaml(dir, &yaml, &[("gl.key", key)]);
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     let fluxd = FakeFluxd::start(Behaviour::Real);
@@ -556,7 +548,7 @@ fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     assert_eq!(push(server.addr, old, &[]).status, 200);
     write_config(&dir, new, &fluxd.api());
     server.signal("HUP");
-    wait_for("the new key", Duration::from_secs(3), || {
+    wait_until("the new key", Duration::from_secs(3), || {
         push(server.addr, new, &[]).status == 200
     });
     assert_eq!(push(server.addr, old, &[]).status, 404);
@@ -570,7 +562,7 @@ fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     )
     .unwrap();
     server.signal("HUP");
-    wait_for("the failed reload", Duration::from_secs(3), || {
+    wait_until("the failed reload", Duration::from_secs(3), || {
         server.stderr_text().contains("config reload failed")
     });
     assert_eq!(push(server.addr, new, &[]).status, 200);
@@ -603,7 +595,7 @@ fn a_key_file_change_on_disk_reloads_without_a_signal() {
     let server = Proc::start(&["--config", &config, "--watch-interval", "0.2"]);
     assert_eq!(push(server.addr, old, &[]).status, 200);
     std::fs::write(dir.join("gl.key"), new).unwrap();
-    wait_for("the new key", Duration::from_secs(3), || {
+    wait_until("the new key", Duration::from_secs(3), || {
         push(server.addr, new, &[]).status == 200
     });
     assert_eq!(push(server.addr, old, &[]).status, 404);
@@ -637,7 +629,7 @@ fn a_kubernetes_style_symlink_swap_reloads() {
     write_config(&v2, new, &fluxd.api());
     std::os::unix::fs::symlink("..2026_11_30_v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    wait_for("the swapped key", Duration::from_secs(3), || {
+    wait_until("the swapped key", Duration::from_secs(3), || {
         push(server.addr, new, &[]).status == 200
     });
     assert_eq!(push(server.addr, old, &[]).status, 404);

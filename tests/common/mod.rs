@@ -150,6 +150,15 @@ impl FakeFluxd {
     }
 }
 
+/// Waits up to `limit` until `ok()`, failing the test naming `what`.
+pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A port where nothing listens (bound, then released).
 pub fn dead_api() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
