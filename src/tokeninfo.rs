@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sources::TokenCheck;
+use crate::sources::{Cause, TokenCheck};
 /// Pub/Sub waits 10 s for an ack; the check must leave time for the notify call.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// A tokeninfo reply is well under 2 KiB.
@@ -50,36 +50,77 @@ impl TokenCheck for Tokeninfo {
         token: &str,
         audience: &str,
         email: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Cause> {
         check(url, token, audience, email)
     }
 }
 
+/// Why tokeninfo's answer was not a yes, with the underlying error when there is one.
+#[derive(Debug)]
+struct Refused {
+    why: &'static str,
+    cause: Option<Cause>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cause {
+            Some(cause) => write!(f, "{}: {cause}", self.why),
+            None => f.write_str(self.why),
+        }
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+fn refused(why: &'static str) -> Cause {
+    Box::new(Refused { why, cause: None })
+}
+
+fn failed(why: &'static str) -> impl FnOnce(ureq::Error) -> Cause {
+    move |e| {
+        Box::new(Refused {
+            why,
+            cause: Some(Box::new(e)),
+        })
+    }
+}
+
 /// Checks `token` at `url`; the error says why, without the token.
-fn check(url: &str, token: &str, audience: &str, email: Option<&str>) -> Result<(), String> {
+fn check(url: &str, token: &str, audience: &str, email: Option<&str>) -> Result<(), Cause> {
     let mut response = agent()
         .get(url)
         .query("id_token", token)
         .call()
-        .map_err(|e| format!("tokeninfo request failed: {e}"))?;
+        .map_err(failed("tokeninfo request failed"))?;
     let status = response.status().as_u16();
     if status != 200 {
-        return Err(format!("tokeninfo refused the token with status {status}"));
+        return Err(format!("tokeninfo refused the token with status {status}").into());
     }
     let body = response
         .body_mut()
         .with_config()
         .limit(MAX_REPLY_BYTES)
         .read_to_vec()
-        .map_err(|e| format!("tokeninfo reply unreadable: {e}"))?;
-    let info: TokenInfo = serde_json::from_slice(&body)
-        .map_err(|e| format!("tokeninfo reply is not the expected JSON: {e}"))?;
+        .map_err(failed("tokeninfo reply unreadable"))?;
+    let info: TokenInfo = serde_json::from_slice(&body).map_err(|e| {
+        Box::new(Refused {
+            why: "tokeninfo reply is not the expected JSON",
+            cause: Some(Box::new(e)),
+        }) as Cause
+    })?;
     if info.aud.as_deref() != Some(audience) {
-        return Err("token audience does not match gcr.audience".into());
+        return Err(refused("token audience does not match gcr.audience"));
     }
     if let Some(expected) = email {
         if info.email.as_deref() != Some(expected) {
-            return Err("token email does not match gcr.email".into());
+            return Err(refused("token email does not match gcr.email"));
         }
         let verified = match &info.email_verified {
             Some(serde_json::Value::Bool(b)) => *b,
@@ -87,7 +128,7 @@ fn check(url: &str, token: &str, audience: &str, email: Option<&str>) -> Result<
             _ => false,
         };
         if !verified {
-            return Err("token email is not verified".into());
+            return Err(refused("token email is not verified"));
         }
     }
     Ok(())

@@ -131,7 +131,13 @@ mod tests {
     struct NoTokens;
 
     impl TokenCheck for NoTokens {
-        fn check(&self, _: &str, _: &str, _: &str, _: Option<&str>) -> Result<(), String> {
+        fn check(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<(), crate::sources::Cause> {
             Err("no".into())
         }
     }

@@ -72,22 +72,32 @@ impl std::fmt::Debug for Downstream {
     }
 }
 
+/// The underlying error of a failed call, kept for the log's `source()` chain.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// What one call did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Sent {
     /// 200, 201, 202 or 204, with an empty or JSON body.
     Accepted,
     /// Any other status.
     Rejected(u16),
     /// A success status whose reply was not JSON, cut, or malformed.
-    Garbled(String),
+    Garbled(Cause),
     /// No connection could be made, or it broke before a reply.
-    Unreachable { detail: String, attempts: u32 },
+    Unreachable { cause: Cause, attempts: u32 },
     /// The deadline passed.
     TimedOut,
 }
 
-impl std::error::Error for Sent {}
+impl std::error::Error for Sent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Sent::Garbled(cause) | Sent::Unreachable { cause, .. } => Some(cause.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// How a failed call is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +136,8 @@ impl std::fmt::Display for Sent {
             Sent::Accepted => f.write_str("accepted"),
             Sent::Rejected(status) => write!(f, "rejected it with status {status}"),
             Sent::Garbled(why) => write!(f, "answered with a malformed reply: {why}"),
-            Sent::Unreachable { detail, attempts } => {
-                write!(f, "unreachable: {detail} ({attempts} attempts)")
+            Sent::Unreachable { cause, attempts } => {
+                write!(f, "unreachable: {cause} ({attempts} attempts)")
             }
             Sent::TimedOut => f.write_str("did not answer in time"),
         }
@@ -168,10 +178,13 @@ impl Downstream {
         let mut attempts = 1;
         loop {
             match self.attempt(change, deadline) {
-                Attempt::Refused(detail) => {
+                Attempt::Refused(cause) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if on_refused == OnRefused::GiveUp || left <= wait {
-                        return Sent::Unreachable { detail, attempts };
+                        return Sent::Unreachable {
+                            cause: Box::new(cause),
+                            attempts,
+                        };
                     }
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(RETRY_MAX);
@@ -211,7 +224,7 @@ impl Downstream {
         let mut response = match sent {
             Ok(response) => response,
             Err(ureq::Error::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Attempt::Refused(io.to_string())
+                return Attempt::Refused(io)
             }
             Err(other) => return Attempt::Done(classify(other)),
         };
@@ -230,7 +243,7 @@ impl Downstream {
                 if !body.iter().all(u8::is_ascii_whitespace)
                     && serde_json::from_slice::<serde_json::Value>(&body).is_err() =>
             {
-                Sent::Garbled(format!("status {status} with a body that is not JSON"))
+                Sent::Garbled(format!("status {status} with a body that is not JSON").into())
             }
             Ok(_) => Sent::Accepted,
         })
@@ -240,41 +253,40 @@ impl Downstream {
 /// How one attempt ended.
 enum Attempt {
     /// Connection refused: nothing reached the downstream.
-    Refused(String),
+    Refused(std::io::Error),
     Done(Sent),
 }
 
 fn classify(error: ureq::Error) -> Sent {
-    let unreachable = |detail: String| Sent::Unreachable {
-        detail,
-        attempts: 1,
-    };
     match error {
         ureq::Error::Timeout(_) => Sent::TimedOut,
         ureq::Error::StatusCode(status) => Sent::Rejected(status),
-        ureq::Error::Io(e) => classify_io(&e),
-        ureq::Error::Protocol(e) => Sent::Garbled(e.to_string()),
-        ureq::Error::BodyExceedsLimit(limit) => {
-            Sent::Garbled(format!("reply body over {limit} bytes"))
+        ureq::Error::Io(e) => classify_io(e),
+        e @ (ureq::Error::Protocol(_) | ureq::Error::BodyExceedsLimit(_)) => {
+            Sent::Garbled(Box::new(e))
         }
-        other => unreachable(other.to_string()),
+        other => Sent::Unreachable {
+            cause: Box::new(other),
+            attempts: 1,
+        },
     }
 }
 
-fn classify_io(error: &std::io::Error) -> Sent {
+fn classify_io(error: std::io::Error) -> Sent {
     use std::io::ErrorKind;
-    match error.kind() {
-        ErrorKind::TimedOut | ErrorKind::WouldBlock => Sent::TimedOut,
-        _ => match error
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-        {
-            Some(ureq::Error::Timeout(_)) => Sent::TimedOut,
-            _ => Sent::Unreachable {
-                detail: error.to_string(),
-                attempts: 1,
-            },
-        },
+    let timed_out = matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
+        || matches!(
+            error
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<ureq::Error>()),
+            Some(ureq::Error::Timeout(_))
+        );
+    if timed_out {
+        return Sent::TimedOut;
+    }
+    Sent::Unreachable {
+        cause: Box::new(error),
+        attempts: 1,
     }
 }
 
@@ -289,7 +301,7 @@ mod tests {
             (Sent::TimedOut, Class::Transient),
             (
                 Sent::Unreachable {
-                    detail: "refused".into(),
+                    cause: "refused".into(),
                     attempts: 1,
                 },
                 Class::Transient,

@@ -223,7 +223,7 @@ mod tests {
             token: &str,
             audience: &str,
             email: Option<&str>,
-        ) -> Result<(), String> {
+        ) -> Result<(), super::super::Cause> {
             self.0
                 .lock()
                 .unwrap()

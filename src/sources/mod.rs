@@ -136,7 +136,7 @@ pub trait TokenCheck: Send + Sync {
         token: &str,
         audience: &str,
         email: Option<&str>,
-    ) -> Result<(), String>;
+    ) -> Result<(), Cause>;
 }
 
 /// What a verified delivery asks for.
