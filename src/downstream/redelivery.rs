@@ -14,7 +14,7 @@
 //! What happens is reported to an [`Observer`]: this module neither logs nor counts.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -91,7 +91,9 @@ pub struct Redelivery {
     observer: Arc<dyn Observer>,
     lanes: Mutex<BTreeMap<String, Lane>>,
     /// Entries in all lanes.
-    total: Arc<AtomicUsize>,
+    total: AtomicUsize,
+    /// Set by [`Redelivery::finish`]: nothing more is queued.
+    stopping: AtomicBool,
 }
 
 struct Lane {
@@ -138,7 +140,8 @@ impl Redelivery {
             limits,
             observer,
             lanes: Mutex::new(BTreeMap::new()),
-            total: Arc::new(AtomicUsize::new(0)),
+            total: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -214,9 +217,14 @@ impl Redelivery {
     pub fn queue(&self, downstream: &str, changes: &[Change]) -> Result<(), QueueFull> {
         let queued = self.try_queue(downstream, changes);
         if queued.is_err() {
+            let reason = if self.stopping.load(Ordering::SeqCst) {
+                Dropped::Shutdown
+            } else {
+                Dropped::QueueFull
+            };
             for change in changes {
                 self.observer
-                    .dropped(downstream, change, Dropped::QueueFull, Duration::ZERO);
+                    .dropped(downstream, change, reason, Duration::ZERO);
             }
         }
         queued
@@ -229,11 +237,14 @@ impl Redelivery {
         if state.stop.is_some() {
             return Err(QueueFull);
         }
-        let fresh = changes
-            .iter()
-            .filter(|c| !state.entries.iter().any(|e| &e.change == *c))
-            .count();
-        if self.total.load(Ordering::SeqCst) + fresh > self.limits.max_entries {
+        // Distinct changes not pending yet: the entries this adds.
+        let mut fresh: Vec<&Change> = Vec::new();
+        for change in changes {
+            if !state.entries.iter().any(|e| &e.change == change) && !fresh.contains(&change) {
+                fresh.push(change);
+            }
+        }
+        if self.total.load(Ordering::SeqCst) + fresh.len() > self.limits.max_entries {
             return Err(QueueFull);
         }
         let now = Instant::now();
@@ -249,7 +260,7 @@ impl Redelivery {
                 }),
             }
         }
-        self.total.fetch_add(fresh, Ordering::SeqCst);
+        self.total.fetch_add(fresh.len(), Ordering::SeqCst);
         if was_empty {
             // A fresh outage starts with the shortest wait.
             state.backoff = BACKOFF_FIRST;
@@ -262,6 +273,7 @@ impl Redelivery {
     /// Gives every pending entry one last try, all lanes at once, within `grace`; what is left
     /// is reported dropped.
     pub fn finish(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + grace;
         let lanes = std::mem::take(&mut *lock(&self.lanes));
         let mut threads = Vec::new();
@@ -420,4 +432,102 @@ impl Lane {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::downstream::{Filter, Kind};
+
+    #[derive(Default)]
+    struct Drops(Mutex<Vec<(String, Dropped)>>);
+
+    impl Observer for Drops {
+        fn tried(&self, _: &str, _: &Change, _: &Sent, _: Duration) {}
+        fn delivered(&self, _: &str, _: &Change, _: Duration, _: u32) {}
+        fn dropped(&self, downstream: &str, change: &Change, reason: Dropped, _: Duration) {
+            lock(&self.0).push((format!("{downstream} {change}"), reason));
+        }
+    }
+
+    fn queue_of(max_entries: usize) -> (Arc<Redelivery>, Arc<Drops>) {
+        let drops = Arc::new(Drops::default());
+        let limits = Limits {
+            horizon: Duration::from_secs(60),
+            max_entries,
+            timeout: Duration::from_millis(100),
+        };
+        let queue = Redelivery::new(limits, drops.clone());
+        // Nothing listens on port 9 of loopback: a lane's tries fail at once.
+        let down = Downstream::new(
+            "d",
+            Kind::Fluxd {
+                api: "http://127.0.0.1:9/api/flux".into(),
+            },
+            Filter::default(),
+        );
+        queue.update(&[Arc::new(down)]);
+        (queue, drops)
+    }
+
+    fn git(repo: &str) -> Change {
+        Change::git(format!("git@h:o/{repo}.git"), "main")
+    }
+
+    #[test]
+    fn identical_changes_are_one_entry_and_the_bound_is_all_or_nothing() {
+        let (queue, drops) = queue_of(3);
+        assert!(queue.queue("d", &[git("a"), git("a"), git("b")]).is_ok());
+        assert_eq!(queue.pending("d"), 2);
+        assert!(queue.queue("d", &[git("b"), git("a")]).is_ok());
+        assert_eq!(queue.pending("d"), 2);
+        // Two new ones do not fit in the one place left: neither is added.
+        assert_eq!(queue.queue("d", &[git("c"), git("e")]), Err(QueueFull));
+        assert_eq!(queue.pending("d"), 2);
+        assert_eq!(queue.total.load(Ordering::SeqCst), 2);
+        let dropped = lock(&drops.0).clone();
+        assert_eq!(
+            dropped,
+            vec![
+                ("d git git@h:o/c.git main".to_owned(), Dropped::QueueFull),
+                ("d git git@h:o/e.git main".to_owned(), Dropped::QueueFull),
+            ]
+        );
+        assert!(queue.queue("d", &[git("c")]).is_ok());
+        assert_eq!(queue.pending_by_downstream(), vec![("d".to_owned(), 3)]);
+    }
+
+    #[test]
+    fn a_downstream_that_leaves_the_config_drops_its_entries() {
+        let (queue, drops) = queue_of(10);
+        assert!(queue.queue("d", &[git("a")]).is_ok());
+        queue.update(&[]);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while lock(&drops.0).is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            lock(&drops.0).clone(),
+            vec![("d git git@h:o/a.git main".to_owned(), Dropped::Removed)]
+        );
+        assert_eq!(queue.total.load(Ordering::SeqCst), 0);
+        assert_eq!(queue.queue("d", &[git("a")]), Err(QueueFull));
+    }
+
+    #[test]
+    fn finish_gives_one_last_try_and_reports_what_is_left() {
+        let (queue, drops) = queue_of(10);
+        assert!(queue.queue("d", &[git("a"), git("b")]).is_ok());
+        let started = Instant::now();
+        queue.finish(Duration::from_millis(500));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let dropped: Vec<Dropped> = lock(&drops.0).iter().map(|(_, r)| *r).collect();
+        assert_eq!(dropped, vec![Dropped::Shutdown, Dropped::Shutdown]);
+        // Nothing is queued once stopping; what arrives is reported as a shutdown drop.
+        assert_eq!(queue.queue("d", &[git("c")]), Err(QueueFull));
+        assert_eq!(
+            lock(&drops.0).last().map(|(_, r)| *r),
+            Some(Dropped::Shutdown)
+        );
+    }
 }
