@@ -190,6 +190,7 @@ impl<const N: usize> Histogram<N> {
 pub struct Metrics {
     pub requests: Counter,
     pub notify: Counter,
+    pub notify_by_downstream: Counter,
     pub notify_latency: Histogram<11>,
     pub body_bytes: Histogram<9>,
     pub redeliveries: Counter,
@@ -217,6 +218,11 @@ impl Metrics {
                 "flux_recv_notify_total",
                 "Notify calls to downstreams (fluxd, Flux receivers) by result, redeliveries included.",
                 &["result"],
+            ),
+            notify_by_downstream: Counter::new(
+                "flux_recv_notify_by_downstream_total",
+                "Notify calls by downstream and result, redeliveries included.",
+                &["downstream", "result"],
             ),
             notify_latency: Histogram::new(
                 "flux_recv_notify_duration_seconds",
@@ -260,9 +266,10 @@ impl Metrics {
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// One notify call: its result word and how long it took.
-    pub fn notified(&self, result: &str, took: Duration) {
+    /// One notify call: to whom, its result word, and how long it took.
+    pub fn notified(&self, downstream: &str, result: &str, took: Duration) {
         self.notify.inc(&[result]);
+        self.notify_by_downstream.inc(&[downstream, result]);
         self.notify_latency.observe(took.as_secs_f64());
     }
 
@@ -271,6 +278,7 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         self.requests.render(&mut out);
         self.notify.render(&mut out);
+        self.notify_by_downstream.render(&mut out);
         self.notify_latency.render(&mut out);
         self.body_bytes.render(&mut out);
         self.redeliveries.render(&mut out);

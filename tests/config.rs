@@ -273,11 +273,13 @@ fn notify_table() {
         case("unreadable token", "notify:\n- name: b\n  fluxReceiver: http://b/hook/x\n  keyPath: gone.token\n", Some(&["notify[0] (b)", "keyPath", "gone.token"])),
         case("keyPath on fluxd", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  keyPath: b.token\n", Some(&["notify[0] (a)", "keyPath only applies to fluxReceiver"])),
         case("bad fluxd URL", "notify:\n- name: a\n  fluxd: a:3030\n", Some(&["notify[0] (a)", "fluxd", "a:3030"])),
-        case("bad receiver URL", "notify:\n- name: b\n  fluxReceiver: ftp://b/x\n  keyPath: b.token\n", Some(&["notify[0] (b)", "fluxReceiver", "ftp://b/x"])),
+        case("bad receiver URL", "notify:\n- name: b\n  fluxReceiver: ftp://b/x\n  keyPath: b.token\n", Some(&["notify[0] (b)", "fluxReceiver", "ftp://b/…"])),
         case("malformed glob", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  images: [\"r/[abc\"]\n", Some(&["notify[0] (a)", "images[0]", "[abc"])),
         case("empty glob", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  branches: [\"\"]\n", Some(&["notify[0] (a)", "branches[0]", "empty"])),
         case("duplicate names", "notify:\n- name: a\n  fluxd: http://a/api/flux\n- name: a\n  fluxd: http://b/api/flux\n", Some(&["notify[1] (a)", "used twice"])),
         case("odd name", "notify:\n- name: \"a b\"\n  fluxd: http://a/api/flux\n", Some(&["notify[0] (a b)", "not a plain name"])),
+        case("empty filter list", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  images: []\n", Some(&["notify[0] (a)", "images is empty"])),
+        case("a name that a default name takes", "notify:\n- name: notify-1\n  fluxd: http://a/api/flux\n- fluxd: http://b/api/flux\n", Some(&["notify[1] (named notify-1 by default)", "used twice"])),
         case("unknown downstream field", "notify:\n- name: a\n  flux: http://a/api/flux\n", Some(&["flux"])),
     ];
     let endpoint_cases = [

@@ -194,9 +194,7 @@ fn a_receiver_that_refuses_the_signature_is_502_and_not_retried() {
 
 #[test]
 fn while_fluxd_is_down_pushes_are_queued_coalesced_and_delivered_when_it_is_back() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let fluxd_addr = listener.local_addr().unwrap();
-    drop(listener);
+    let fluxd_addr = free_addr();
     let config = gitlab_config(&format!("http://{fluxd_addr}/api/flux"));
     let server = Proc::start(&["--config", &config, "--notify-timeout", "1"]);
     let started = Instant::now();
@@ -376,9 +374,7 @@ fn sigterm_gives_pending_changes_one_last_try_then_logs_what_is_dropped() {
     );
 
     // fluxd is back just before the stop: the last try delivers.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let fluxd_addr = listener.local_addr().unwrap();
-    drop(listener);
+    let fluxd_addr = free_addr();
     let config = gitlab_config(&format!("http://{fluxd_addr}/api/flux"));
     let mut back = Proc::start(&["--config", &config, "--shutdown-grace", "2"]);
     assert_eq!(

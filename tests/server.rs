@@ -424,9 +424,7 @@ fn notify_sends_exactly_the_contract() {
 #[test]
 fn a_restarting_fluxd_is_retried_within_the_notify_budget() {
     // fluxd is down when the delivery arrives and back 300 ms later, on the same port.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let fluxd_addr = listener.local_addr().unwrap();
-    drop(listener);
+    let fluxd_addr = free_addr();
     let api = format!("http://{fluxd_addr}/api/flux");
     let server = gitlab_server(&api); // notify timeout 1 s
     let comes_back = std::thread::spawn(move || {

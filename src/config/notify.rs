@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{check_http_url, needs_missing_tls, read_secret, Endpoint, DEFAULT_API};
-use crate::downstream::{Filter, Glob, Kind};
+use crate::downstream::{origin, Filter, Glob, Kind};
 
 /// The name of the one downstream a config without `notify` has.
 pub const DEFAULT_DOWNSTREAM: &str = "fluxd";
@@ -95,17 +95,17 @@ pub(super) fn downstreams(
             "config file {file}: notify is empty; list at least one downstream, or remove it to notify the fluxd at api"
         ));
     }
+    let names: Vec<String> = (0..raw.len())
+        .map(|i| raw[i].name.clone().unwrap_or_else(|| format!("notify-{i}")))
+        .collect();
     let mut found: Vec<DownstreamConfig> = Vec::new();
     for (index, raw) in raw.into_iter().enumerate() {
-        let name = raw
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("notify-{index}"));
+        let name = names[index].clone();
         let label = match &raw.name {
             Some(name) => format!("notify[{index}] ({name})"),
-            None => format!("notify[{index}]"),
+            None => format!("notify[{index}] (named {name} by default)"),
         };
-        if found.iter().any(|d| d.name == name) {
+        if names[..index].contains(&name) {
             problems.push(format!(
                 "{label}: name {name:?} is used twice; give each downstream its own name"
             ));
@@ -196,15 +196,20 @@ fn kind(
 
 /// `url` when it is an http(s) URL this build can call.
 fn http_url(label: &str, field: &str, url: String, problems: &mut Vec<String>) -> Option<String> {
+    // A Receiver's URL is named by its origin only: its path derives from the Receiver's token.
+    let shown = match field {
+        "fluxReceiver" => format!("{}/…", origin(&url)),
+        _ => url.clone(),
+    };
     if let Err(why) = check_http_url(&url) {
         problems.push(format!(
-            "{label}: {field} {url:?} {why}; use an http(s) URL"
+            "{label}: {field} {shown:?} {why}; use an http(s) URL"
         ));
         return None;
     }
     if needs_missing_tls(&url) {
         problems.push(format!(
-            "{label}: {field} {url:?} is https, but this build has no TLS; use a build with the default `tls` feature, or http"
+            "{label}: {field} {shown:?} is https, but this build has no TLS; use a build with the default `tls` feature, or http"
         ));
         return None;
     }
@@ -217,6 +222,12 @@ fn globs(
     raw: Option<Vec<String>>,
     problems: &mut Vec<String>,
 ) -> Vec<Glob> {
+    if raw.as_ref().is_some_and(Vec::is_empty) {
+        // An empty list would mean "no filter", the opposite of what it looks like.
+        problems.push(format!(
+            "{label}: {field} is empty; list at least one glob, or remove it"
+        ));
+    }
     let raw = raw.unwrap_or_default();
     let mut globs = Vec::with_capacity(raw.len());
     for (i, text) in raw.iter().enumerate() {

@@ -18,14 +18,27 @@ use crate::log;
 use crate::metrics;
 use crate::verdict::Ending;
 
-/// What one downstream did with its share of a delivery.
-enum Told {
+/// What one downstream did with its share of a delivery, from best to worst: with several
+/// downstreams, the worst decides the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Severity {
     Delivered,
-    Queued(Failure),
-    QueueFull(Failure),
-    Failed(Failure),
-    TimedOut(Failure),
-    Refused(Failure),
+    Queued,
+    TimedOut,
+    Failed,
+    QueueFull,
+    Refused,
+}
+
+/// One downstream's result, and why it is not a plain success.
+struct Told(Severity, Option<Failure>);
+
+impl Told {
+    const DELIVERED: Told = Told(Severity::Delivered, None);
+
+    fn failed(severity: Severity, why: Failure) -> Told {
+        Told(severity, Some(why))
+    }
 }
 
 /// Why a downstream did not take a change at once.
@@ -137,7 +150,11 @@ fn tell_one(
     for (index, change) in wanted.iter().enumerate() {
         let started = Instant::now();
         let sent = target.downstream.send(change, deadline, on_refused);
-        metrics::get().notified(sent.result_word(), started.elapsed());
+        metrics::get().notified(
+            &target.downstream.name,
+            sent.result_word(),
+            started.elapsed(),
+        );
         let class = sent.class();
         let failed = Failure {
             downstream: target.downstream.name.clone(),
@@ -150,15 +167,17 @@ fn tell_one(
         };
         match class {
             Class::Delivered => continue,
-            Class::Permanent => return Told::Refused(failed),
+            Class::Permanent => return Told::failed(Severity::Refused, failed),
             Class::Transient if redelivery.enabled() => {
                 return queue(redelivery, target, &wanted[index..], failed)
             }
-            Class::Transient if failed.timed_out() => return Told::TimedOut(failed),
-            Class::Transient => return Told::Failed(failed),
+            Class::Transient if failed.timed_out() => {
+                return Told::failed(Severity::TimedOut, failed)
+            }
+            Class::Transient => return Told::failed(Severity::Failed, failed),
         }
     }
-    Told::Delivered
+    Told::DELIVERED
 }
 
 /// Whether a downstream is called now.
@@ -210,43 +229,28 @@ fn queue(redelivery: &Redelivery, target: &Target, changes: &[&Change], why: Fai
                     ("detail", log::text(&why)),
                 ],
             );
-            Told::Queued(why)
+            Told::failed(Severity::Queued, why)
         }
         // The queue reported each change dropped.
-        Err(_) => Told::QueueFull(why),
+        Err(_) => Told::failed(Severity::QueueFull, why),
     }
 }
 
 /// One ending for all the downstreams told: the worst of what they did.
 fn combine(changes: usize, told: Vec<Told>) -> Ending {
-    let rank = |t: &Told| match t {
-        Told::Refused(_) => 5,
-        Told::QueueFull(_) => 4,
-        Told::Failed(_) => 3,
-        Told::TimedOut(_) => 2,
-        Told::Queued(_) => 1,
-        Told::Delivered => 0,
-    };
-    let worst = told.iter().map(rank).max().unwrap_or(0);
-    let failures: Vec<Failure> = told
-        .into_iter()
-        .filter_map(|t| match t {
-            Told::Delivered => None,
-            Told::Queued(f)
-            | Told::QueueFull(f)
-            | Told::Failed(f)
-            | Told::TimedOut(f)
-            | Told::Refused(f) => Some(f),
-        })
-        .collect();
-    let cause = Box::new(Failures(failures));
+    let worst = told
+        .iter()
+        .map(|t| t.0)
+        .max()
+        .unwrap_or(Severity::Delivered);
+    let cause = Box::new(Failures(told.into_iter().filter_map(|t| t.1).collect()));
     match worst {
-        5 => Ending::Refused { changes, cause },
-        4 => Ending::QueueFull { changes, cause },
-        3 => Ending::Failed { changes, cause },
-        2 => Ending::DownstreamTimeout { changes, cause },
-        1 => Ending::Queued { changes, cause },
-        _ => Ending::Notified { changes },
+        Severity::Refused => Ending::Refused { changes, cause },
+        Severity::QueueFull => Ending::QueueFull { changes, cause },
+        Severity::Failed => Ending::Failed { changes, cause },
+        Severity::TimedOut => Ending::DownstreamTimeout { changes, cause },
+        Severity::Queued => Ending::Queued { changes, cause },
+        Severity::Delivered => Ending::Notified { changes },
     }
 }
 

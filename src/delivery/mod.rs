@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::downstream::redelivery::{Dropped, Limits, Redelivery};
+use crate::downstream::Sent;
 use crate::metrics::{self, Gauge};
 use crate::server::{Begin, Handler, Head, Listener, Refusal, Request, Response, Status, Work};
 use crate::sources::{Incoming, Outcome, Rejection, Source, TokenCheck};
@@ -21,7 +22,7 @@ mod record;
 mod routes;
 
 use record::Context;
-use routes::Table;
+use routes::{Slots, Table};
 
 /// What the delivery layer needs to know of the flags.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct Delivery {
     table: RwLock<Arc<Table>>,
     redelivery: Arc<Redelivery>,
     tokens: Arc<dyn TokenCheck>,
+    /// Each downstream's calls in flight, by name, kept across reloads.
+    slots: Slots,
     options: Options,
 }
 
@@ -55,33 +58,48 @@ impl Delivery {
         };
         let redelivery = Redelivery::new(limits, Arc::new(observer::Recorder));
         let tokens: Arc<dyn TokenCheck> = Arc::new(Tokeninfo);
+        for result in Sent::RESULTS {
+            metrics::get().notify.declare(&[result]);
+        }
         for source in Source::ALL.iter().map(|s| s.name()).chain(["none"]) {
             for outcome in OUTCOMES {
                 metrics::get().requests.declare(&[source, outcome]);
             }
         }
+        let slots = Slots::default();
+        let table = Arc::new(Table::new(config, options.threads, &tokens, &slots));
         let delivery = Delivery {
-            table: RwLock::new(Arc::new(Table::new(config, options.threads, &tokens))),
+            table: RwLock::new(Arc::clone(&table)),
             redelivery,
             tokens,
+            slots,
             options,
         };
-        delivery.took_effect();
+        delivery.serve(table);
         Arc::new(delivery)
     }
 
     /// Swaps in the table of a new config; requests in progress finish on the old one.
     pub fn reload(&self, config: &Config) {
-        let table = Arc::new(Table::new(config, self.options.threads, &self.tokens));
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
-        self.took_effect();
+        let table = Arc::new(Table::new(
+            config,
+            self.options.threads,
+            &self.tokens,
+            &self.slots,
+        ));
+        self.serve(table);
     }
 
-    /// Lets the queue and the metrics follow the current table's downstreams.
-    fn took_effect(&self) {
-        let table = self.table();
+    /// Serves `table`: new downstreams get their redelivery lanes before it serves, and those
+    /// it no longer has lose theirs after.
+    fn serve(&self, table: Arc<Table>) {
         let downstreams = table.downstreams();
         for downstream in &downstreams {
+            for result in Sent::RESULTS {
+                metrics::get()
+                    .notify_by_downstream
+                    .declare(&[&downstream.name, result]);
+            }
             for result in ["delivered", "failed", "rejected"] {
                 metrics::get()
                     .redeliveries
@@ -93,7 +111,9 @@ impl Delivery {
                     .declare(&[&downstream.name, reason.word()]);
             }
         }
-        self.redelivery.update(&downstreams);
+        self.redelivery.add(&downstreams);
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        self.redelivery.retain(&downstreams);
     }
 
     /// On shutdown: pending redeliveries get one last try within `grace`.

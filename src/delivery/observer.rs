@@ -13,7 +13,7 @@ pub(super) struct Recorder;
 
 impl Observer for Recorder {
     fn tried(&self, downstream: &str, change: &Change, sent: &Sent, took: Duration) {
-        metrics::get().notified(sent.result_word(), took);
+        metrics::get().notified(downstream, sent.result_word(), took);
         let result = match sent.class() {
             Class::Delivered => "delivered",
             Class::Transient => "failed",

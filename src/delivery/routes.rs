@@ -2,8 +2,9 @@
 //! constant time over all entries) and the downstreams each endpoint feeds. Swapped whole on
 //! reload; requests in progress keep the table they started with.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, Endpoint};
 use crate::downstream::Downstream;
@@ -21,17 +22,31 @@ pub(super) struct Route {
 /// downstream that hangs holds at most its share of the handler pool.
 pub(super) struct Target {
     pub(super) downstream: Arc<Downstream>,
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
     share: usize,
+}
+
+/// The calls in flight per downstream name, shared by every table, so that a reload does not
+/// hand a hanging downstream a second share while calls on the old table still wait on it.
+#[derive(Default)]
+pub(super) struct Slots(Mutex<BTreeMap<String, Arc<AtomicUsize>>>);
+
+impl Slots {
+    fn of(&self, name: &str) -> Arc<AtomicUsize> {
+        let mut slots = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(slots.entry(name.to_owned()).or_default())
+    }
 }
 
 impl Target {
     /// Takes one of the target's call slots, if one is free.
     pub(super) fn enter(&self) -> Option<Slot<'_>> {
-        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.share {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
+        let share = self.share;
+        self.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < share).then_some(n + 1)
+            })
+            .ok()?;
         Some(Slot(&self.in_flight))
     }
 }
@@ -52,7 +67,12 @@ pub(super) struct Table {
 
 impl Table {
     /// The table of `config`; `threads` (the handler pool's size) sets each downstream's share.
-    pub(super) fn new(config: &Config, threads: usize, tokens: &Arc<dyn TokenCheck>) -> Table {
+    pub(super) fn new(
+        config: &Config,
+        threads: usize,
+        tokens: &Arc<dyn TokenCheck>,
+        slots: &Slots,
+    ) -> Table {
         let n = config.downstreams.len().max(1);
         // One downstream may use the whole pool; several split it, each at least one thread.
         let share = if n == 1 {
@@ -65,7 +85,7 @@ impl Table {
             .iter()
             .map(|d| Target {
                 downstream: Arc::new(Downstream::new(&d.name, d.kind.clone(), d.filter.clone())),
-                in_flight: AtomicUsize::new(0),
+                in_flight: slots.of(&d.name),
                 share,
             })
             .collect();
@@ -158,7 +178,7 @@ mod tests {
             downstreams: Vec::new(),
         };
         let tokens: Arc<dyn TokenCheck> = Arc::new(NoTokens);
-        let table = Table::new(&config, 4, &tokens);
+        let table = Table::new(&config, 4, &tokens, &Slots::default());
         assert_eq!(table.lookup(&route), Some(0));
         assert!(table
             .lookup(&route.to_uppercase().replace("/HOOK/", "/hook/"))

@@ -87,7 +87,11 @@ fn parse_set(chars: &mut std::str::Chars<'_>) -> Result<Part, String> {
         };
         let mut lookahead = chars.clone();
         if lookahead.next() == Some('-') && lookahead.clone().next().is_some_and(|h| h != ']') {
-            let hi = lookahead.next().ok_or("has a [ without its ]")?;
+            let hi = match lookahead.next() {
+                Some('\\') => lookahead.next().ok_or("ends in a lone \\")?,
+                Some(hi) => hi,
+                None => return Err("has a [ without its ]".into()),
+            };
             if hi < lo {
                 return Err(format!("has the reversed range {lo}-{hi}"));
             }
@@ -173,16 +177,14 @@ impl Filter {
 
 /// A git URL as `host/path`, without scheme or user: what `git:` globs match.
 pub fn host_and_path(url: &str) -> String {
-    let rest = match url.split_once("://") {
-        Some((_, rest)) => rest,
-        None => url,
+    // `scheme://[user@]host[:port]/path`, or scp-like `[user@]host:path`.
+    let (rest, end_of_host) = match url.split_once("://") {
+        Some((_, rest)) => (rest, '/'),
+        None => (url, ':'),
     };
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
-    match url.contains("://") {
-        true => rest.to_owned(),
-        // scp-like `host:path`
-        false => rest.replacen(':', "/", 1),
-    }
+    let (host, path) = rest.split_once(end_of_host).unwrap_or((rest, ""));
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    format!("{host}/{path}")
 }
 
 #[cfg(test)]
@@ -222,6 +224,9 @@ mod tests {
             ("[!m]ain", "main", false),
             ("[!m]ain", "rain", true),
             ("[]]", "]", true),
+            ("[\\[-\\]]", "]", true),
+            ("[\\[-\\]]", "\\", true),
+            ("[\\[-\\]]", "a", false),
             ("a\\*", "a*", true),
             ("a\\*", "ab", false),
             ("main", "main", true),
@@ -261,6 +266,11 @@ mod tests {
             (
                 "ssh://git@bitbucket.example.com:7999/plat/x.git",
                 "bitbucket.example.com:7999/plat/x.git",
+            ),
+            ("https://github.com/org/a@b.git", "github.com/org/a@b.git"),
+            (
+                "git@gitlab.com:group/sub/repo.git",
+                "gitlab.com/group/sub/repo.git",
             ),
         ] {
             assert_eq!(host_and_path(url), expected, "{url}");

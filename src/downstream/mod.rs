@@ -24,12 +24,32 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// What kind of downstream, and where.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Kind {
     /// Flux v1: fluxd's API base (`…/api/flux`); `/v11/notify` is appended.
     Fluxd { api: String },
     /// Flux v2: a `generic-hmac` Receiver's full URL, and the Secret's token as the HMAC key.
     Receiver { url: String, token: Key },
+}
+
+/// A URL's `scheme://host[:port]`, without user, path or query: how a Receiver's URL (whose
+/// path derives from its token) is shown.
+pub fn origin(url: &str) -> String {
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return "(not a URL)".into();
+    };
+    let scheme = uri.scheme_str().unwrap_or("");
+    let host = uri.host().unwrap_or("");
+    match uri.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    }
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 impl Kind {
@@ -46,10 +66,7 @@ impl Kind {
     pub fn describe(&self) -> String {
         match self {
             Kind::Fluxd { api } => format!("fluxd {api}"),
-            Kind::Receiver { url, .. } => {
-                let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
-                format!("receiver {origin}/…")
-            }
+            Kind::Receiver { url, .. } => format!("receiver {}/…", origin(url)),
         }
     }
 }
@@ -118,6 +135,9 @@ impl Sent {
             Sent::Rejected(_) | Sent::Garbled(_) => Class::Permanent,
         }
     }
+
+    /// Every [`Sent::result_word`].
+    pub const RESULTS: [&'static str; 4] = ["ok", "rejected", "unreachable", "timed_out"];
 
     /// The `result` label of `flux_recv_notify_total`.
     pub fn result_word(&self) -> &'static str {
@@ -334,5 +354,10 @@ mod tests {
             "receiver https://flux-webhook.b.internal/…"
         );
         assert!(!format!("{receiver:?}").contains("0d5c"));
+        assert!(!format!("{:?}", receiver.kind).contains("0d5c"));
+        assert_eq!(
+            origin("https://u:p@h.example:8443/hook/x?y"),
+            "https://h.example:8443"
+        );
     }
 }

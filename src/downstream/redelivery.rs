@@ -125,6 +125,13 @@ enum Stop {
     Removed,
 }
 
+/// One entry's turn in a round.
+enum Next {
+    Send(u64),
+    Skip,
+    Stop,
+}
+
 struct Entry {
     change: Change,
     queued: Instant,
@@ -149,12 +156,28 @@ impl Redelivery {
         !self.limits.horizon.is_zero()
     }
 
-    /// Makes the lanes match a (new) set of downstreams: new names get a lane, known names keep
-    /// their entries and take the new definition, names no longer configured drop theirs.
-    pub fn update(self: &Arc<Self>, downstreams: &[Arc<Downstream>]) {
+    /// Gives every downstream of a (new) set its lane: known names keep their entries and take
+    /// the new definition. Called before the new set serves, so it never meets a missing lane.
+    pub fn add(self: &Arc<Self>, downstreams: &[Arc<Downstream>]) {
         if !self.enabled() {
             return;
         }
+        let mut lanes = lock(&self.lanes);
+        for downstream in downstreams {
+            match lanes.get(&downstream.name) {
+                Some(lane) => lock(&lane.shared.state).downstream = Arc::clone(downstream),
+                None => {
+                    if let Some(lane) = self.start_lane(Arc::clone(downstream)) {
+                        lanes.insert(downstream.name.clone(), lane);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the lanes (and their entries) of names no longer configured. Called once the new
+    /// set serves.
+    pub fn retain(&self, downstreams: &[Arc<Downstream>]) {
         let mut lanes = lock(&self.lanes);
         let gone: Vec<String> = lanes
             .keys()
@@ -166,18 +189,11 @@ impl Redelivery {
                 lane.stop(Stop::Removed);
             }
         }
-        for downstream in downstreams {
-            match lanes.get(&downstream.name) {
-                Some(lane) => lock(&lane.shared.state).downstream = Arc::clone(downstream),
-                None => {
-                    let lane = self.start_lane(Arc::clone(downstream));
-                    lanes.insert(downstream.name.clone(), lane);
-                }
-            }
-        }
     }
 
-    fn start_lane(self: &Arc<Self>, downstream: Arc<Downstream>) -> Lane {
+    /// A lane and its thread; none when no thread can be started (its changes are then refused
+    /// at once, never accepted and forgotten).
+    fn start_lane(self: &Arc<Self>, downstream: Arc<Downstream>) -> Option<Lane> {
         let shared = Arc::new(LaneShared {
             name: downstream.name.clone(),
             state: Mutex::new(LaneState {
@@ -193,8 +209,11 @@ impl Redelivery {
         let thread = thread::Builder::new()
             .name(format!("redeliver-{}", shared.name))
             .spawn(move || queue.run_lane(&lane))
-            .ok();
-        Lane { shared, thread }
+            .ok()?;
+        Some(Lane {
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// Entries pending for `downstream`.
@@ -215,27 +234,36 @@ impl Redelivery {
     /// Queues `changes` for `downstream`, coalescing those already pending. All or nothing: when
     /// the new entries do not fit, none is added and each is reported dropped.
     pub fn queue(&self, downstream: &str, changes: &[Change]) -> Result<(), QueueFull> {
-        let queued = self.try_queue(downstream, changes);
-        if queued.is_err() {
+        let (reason, refused) = match self.try_queue(downstream, changes) {
+            Ok(()) => return Ok(()),
+            Err(refused) => refused,
+        };
+        for change in &refused {
+            self.observer
+                .dropped(downstream, change, reason, Duration::ZERO);
+        }
+        Err(QueueFull)
+    }
+
+    /// Queues, or says why not and which changes (those not pending already) are refused.
+    fn try_queue(
+        &self,
+        downstream: &str,
+        changes: &[Change],
+    ) -> Result<(), (Dropped, Vec<Change>)> {
+        let everything = || changes.to_vec();
+        let lanes = lock(&self.lanes);
+        let Some(lane) = lanes.get(downstream) else {
             let reason = if self.stopping.load(Ordering::SeqCst) {
                 Dropped::Shutdown
             } else {
-                Dropped::QueueFull
+                Dropped::Removed
             };
-            for change in changes {
-                self.observer
-                    .dropped(downstream, change, reason, Duration::ZERO);
-            }
-        }
-        queued
-    }
-
-    fn try_queue(&self, downstream: &str, changes: &[Change]) -> Result<(), QueueFull> {
-        let lanes = lock(&self.lanes);
-        let lane = lanes.get(downstream).ok_or(QueueFull)?;
+            return Err((reason, everything()));
+        };
         let mut state = lock(&lane.shared.state);
         if state.stop.is_some() {
-            return Err(QueueFull);
+            return Err((Dropped::Shutdown, everything()));
         }
         // Distinct changes not pending yet: the entries this adds.
         let mut fresh: Vec<&Change> = Vec::new();
@@ -245,7 +273,7 @@ impl Redelivery {
             }
         }
         if self.total.load(Ordering::SeqCst) + fresh.len() > self.limits.max_entries {
-            return Err(QueueFull);
+            return Err((Dropped::QueueFull, fresh.into_iter().cloned().collect()));
         }
         let now = Instant::now();
         let was_empty = state.entries.is_empty();
@@ -315,25 +343,21 @@ impl Redelivery {
         }
     }
 
-    /// One pass over the lane's entries in order, each tried by `now + timeout` (or `until`).
-    /// Stops at the first transient failure and schedules the next round.
+    /// One pass over the lane's entries in order, each tried by `now + timeout` (or `until`, on
+    /// the last round of a shutdown). Stops at the first transient failure and schedules the
+    /// next round, and when the lane is stopped (its stop then runs).
     fn round(&self, lane: &LaneShared, until: Option<Instant>) {
-        let (downstream, snapshot) = {
+        let (downstream, changes) = {
             let state = lock(&lane.state);
-            let snapshot: Vec<(Change, u64)> = state
-                .entries
-                .iter()
-                .map(|e| (e.change.clone(), e.generation))
-                .collect();
-            (Arc::clone(&state.downstream), snapshot)
+            let changes: Vec<Change> = state.entries.iter().map(|e| e.change.clone()).collect();
+            (Arc::clone(&state.downstream), changes)
         };
-        for (change, generation) in snapshot {
-            if let Some(waited) = self.expired(lane, &change) {
-                self.remove(lane, &change, None);
-                self.observer
-                    .dropped(&lane.name, &change, Dropped::Expired, waited);
-                continue;
-            }
+        for change in changes {
+            let generation = match self.next(lane, &change, until) {
+                Next::Send(generation) => generation,
+                Next::Skip => continue,
+                Next::Stop => return,
+            };
             let started = Instant::now();
             let deadline = until.map_or(started + self.limits.timeout, |u| {
                 u.min(started + self.limits.timeout)
@@ -341,24 +365,30 @@ impl Redelivery {
             let sent = downstream.send(&change, deadline, OnRefused::GiveUp);
             self.observer
                 .tried(&lane.name, &change, &sent, started.elapsed());
+            let mut state = lock(&lane.state);
+            let Some(i) = state.entries.iter().position(|e| e.change == change) else {
+                continue;
+            };
             match sent.class() {
-                Class::Delivered => {
-                    if let Some((waited, attempts)) = self.remove(lane, &change, Some(generation)) {
-                        self.observer
-                            .delivered(&lane.name, &change, waited, attempts);
-                    }
-                }
-                Class::Permanent => {
-                    if let Some((waited, _)) = self.remove(lane, &change, None) {
-                        self.observer
-                            .dropped(&lane.name, &change, Dropped::Rejected, waited);
+                // Queued again while it was being sent: it goes once more.
+                Class::Delivered if state.entries[i].generation != generation => {}
+                Class::Delivered | Class::Permanent => {
+                    let entry = state.entries.remove(i);
+                    self.total.fetch_sub(1, Ordering::SeqCst);
+                    drop(state);
+                    let waited = entry.queued.elapsed();
+                    match sent.class() {
+                        Class::Delivered => {
+                            self.observer
+                                .delivered(&lane.name, &change, waited, entry.attempts)
+                        }
+                        _ => self
+                            .observer
+                            .dropped(&lane.name, &change, Dropped::Rejected, waited),
                     }
                 }
                 Class::Transient => {
-                    let mut state = lock(&lane.state);
-                    if let Some(entry) = state.entries.iter_mut().find(|e| e.change == change) {
-                        entry.attempts += 1;
-                    }
+                    state.entries[i].attempts += 1;
                     state.next_round = Instant::now() + state.backoff;
                     state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
                     return;
@@ -366,36 +396,31 @@ impl Redelivery {
             }
         }
         let mut state = lock(&lane.state);
-        // Everything in the snapshot landed: what came meanwhile goes next, at once.
+        // Everything in the round landed: what came meanwhile goes next, at once.
         state.backoff = BACKOFF_FIRST;
         state.next_round = Instant::now();
     }
 
-    /// How long an entry has waited, when that is past the horizon.
-    fn expired(&self, lane: &LaneShared, change: &Change) -> Option<Duration> {
-        let state = lock(&lane.state);
-        let entry = state.entries.iter().find(|e| &e.change == change)?;
-        let waited = entry.queued.elapsed();
-        (waited > self.limits.horizon).then_some(waited)
-    }
-
-    /// Removes an entry (only if still at `generation`, when given); its wait and attempts.
-    fn remove(
-        &self,
-        lane: &LaneShared,
-        change: &Change,
-        generation: Option<u64>,
-    ) -> Option<(Duration, u32)> {
+    /// What to do with one entry of a round: send it (at its current generation), skip it (it
+    /// is gone, or past the horizon and now dropped), or stop (the lane was stopped).
+    fn next(&self, lane: &LaneShared, change: &Change, until: Option<Instant>) -> Next {
         let mut state = lock(&lane.state);
-        let i = state.entries.iter().position(|e| &e.change == change)?;
-        if generation.is_some_and(|g| state.entries[i].generation != g) {
-            // Queued again while it was being sent: send it once more.
-            state.entries[i].generation = 0;
-            return None;
+        if until.is_none() && state.stop.is_some() {
+            return Next::Stop;
         }
-        let entry = state.entries.remove(i);
+        let Some(i) = state.entries.iter().position(|e| &e.change == change) else {
+            return Next::Skip;
+        };
+        let waited = state.entries[i].queued.elapsed();
+        if waited <= self.limits.horizon {
+            return Next::Send(state.entries[i].generation);
+        }
+        state.entries.remove(i);
         self.total.fetch_sub(1, Ordering::SeqCst);
-        Some((entry.queued.elapsed(), entry.attempts))
+        drop(state);
+        self.observer
+            .dropped(&lane.name, change, Dropped::Expired, waited);
+        Next::Skip
     }
 
     fn stop_lane(&self, lane: &LaneShared, stop: Stop) {
@@ -466,7 +491,7 @@ mod tests {
             },
             Filter::default(),
         );
-        queue.update(&[Arc::new(down)]);
+        queue.add(&[Arc::new(down)]);
         (queue, drops)
     }
 
@@ -501,7 +526,7 @@ mod tests {
     fn a_downstream_that_leaves_the_config_drops_its_entries() {
         let (queue, drops) = queue_of(10);
         assert!(queue.queue("d", &[git("a")]).is_ok());
-        queue.update(&[]);
+        queue.retain(&[]);
         let deadline = Instant::now() + Duration::from_secs(2);
         while lock(&drops.0).is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));

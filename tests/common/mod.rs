@@ -159,12 +159,17 @@ pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// A port where nothing listens (bound, then released).
+/// An address where nothing listens, for a fake to take later: a port of 127.0.0.2 (bound,
+/// then released). Every other listener of the tests is on 127.0.0.1, so none can take it
+/// meanwhile and answer in its place.
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// An API where nothing listens.
 pub fn dead_api() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}/api/flux")
+    format!("http://{}/api/flux", free_addr())
 }
 
 fn serve_fluxd(
