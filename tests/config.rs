@@ -257,7 +257,11 @@ fn config_table() {
 fn notify_table() {
     const HEAD: &str = "fluxRecvVersion: 1\n";
     const EP: &str = "endpoints:\n- source: GitHub\n  keyPath: gh.key\n";
-    let keys: &[(&str, &[u8])] = &[("gh.key", GOOD_KEY), ("b.token", GOOD_KEY)];
+    let keys: &[(&str, &[u8])] = &[
+        ("gh.key", GOOD_KEY),
+        ("b.token", GOOD_KEY),
+        ("empty.token", b""),
+    ];
     let case = |name: &'static str, notify: &str, error: Option<&'static [&'static str]>| {
         (name, format!("{HEAD}{notify}{EP}"), error)
     };
@@ -278,6 +282,7 @@ fn notify_table() {
         case("empty glob", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  branches: [\"\"]\n", Some(&["notify[0] (a)", "branches[0]", "empty"])),
         case("duplicate names", "notify:\n- name: a\n  fluxd: http://a/api/flux\n- name: a\n  fluxd: http://b/api/flux\n", Some(&["notify[1] (a)", "used twice"])),
         case("odd name", "notify:\n- name: \"a b\"\n  fluxd: http://a/api/flux\n", Some(&["notify[0] (a b)", "not a plain name"])),
+        case("empty token file", "notify:\n- name: b\n  fluxReceiver: http://b/hook/x\n  keyPath: empty.token\n", Some(&["notify[0] (b)", "keyPath", "empty.token", "is empty"])),
         case("empty filter list", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  images: []\n", Some(&["notify[0] (a)", "images is empty"])),
         case("a name that a default name takes", "notify:\n- name: notify-1\n  fluxd: http://a/api/flux\n- fluxd: http://b/api/flux\n", Some(&["notify[1] (named notify-1 by default)", "used twice"])),
         case("unknown downstream field", "notify:\n- name: a\n  flux: http://a/api/flux\n", Some(&["flux"])),

@@ -519,6 +519,26 @@ endpoints:
             .output()
             .unwrap()
     };
+    // A bad downstream stops start-up and check alike, naming it and the field.
+    let bad = write_yaml(
+        &temp_dir("show-bad"),
+        "fluxRecvVersion: 1\nnotify:\n- name: b\n  fluxReceiver: http://b/hook/x\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+        &[("gh.key", GH_KEY)],
+    )
+    .display()
+    .to_string();
+    for args in [
+        &["check", "--config", &bad][..],
+        &["--config", &bad, "--listen", "127.0.0.1:0"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("notify[0] (b): fluxReceiver needs keyPath"),
+            "{args:?}: {err}"
+        );
+    }
     let config = config.display().to_string();
     let out = run(&["check", "--config", &config]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
