@@ -280,3 +280,118 @@ fn the_systemd_unit_loads_what_its_config_names() {
         );
     }
 }
+
+/// Kubernetes' strategic merge, as far as the sidecar patch uses it: maps merge key by key, a
+/// null removes the key, and `containers` merge by `name`; anything else is replaced.
+fn strategic_merge(base: &Value, patch: &Value) -> Value {
+    match (base, patch) {
+        (Value::Mapping(base), Value::Mapping(patch)) => {
+            let mut merged = base.clone();
+            for (key, value) in patch {
+                if value.is_null() {
+                    merged.remove(key);
+                } else if key == "containers" {
+                    merged.insert(key.clone(), merge_by_name(&base[key.clone()], value));
+                } else {
+                    let old = base.get(key).cloned().unwrap_or(Value::Null);
+                    merged.insert(key.clone(), strategic_merge(&old, value));
+                }
+            }
+            Value::Mapping(merged)
+        }
+        (_, patch) => patch.clone(),
+    }
+}
+
+fn merge_by_name(base: &Value, patch: &Value) -> Value {
+    let mut merged: Vec<Value> = base.as_sequence().cloned().unwrap_or_default();
+    for item in patch.as_sequence().into_iter().flatten() {
+        match merged.iter_mut().find(|c| c["name"] == item["name"]) {
+            Some(existing) => *existing = strategic_merge(existing, item),
+            None => merged.push(item.clone()),
+        }
+    }
+    Value::Sequence(merged)
+}
+
+#[test]
+fn once_fluxd_listens_on_localhost_no_probe_reaches_for_its_api_on_the_pod_ip() {
+    let base: Value =
+        serde_yaml_ng::from_str(include_str!("fixtures/flux/flux-deployment.yaml")).unwrap();
+    let rendered = strategic_merge(&base, &yaml("flux-deployment-patch.yaml"));
+    let template = s(&rendered, &["spec", "template"]);
+    let containers = s(template, &["spec", "containers"]).as_sequence().unwrap();
+    assert_eq!(containers.len(), 2, "fluxd and recv");
+    let fluxd = containers.iter().find(|c| c["name"] == "flux").unwrap();
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let probe_text = serde_yaml_ng::to_string(&fluxd[probe]).unwrap();
+        assert!(
+            fluxd[probe]["httpGet"].is_null(),
+            "{probe} still has httpGet: {probe_text}"
+        );
+        let command: Vec<&str> = s(fluxd, &[probe, "exec", "command"])
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(command[0], "wget", "{probe}");
+        assert!(
+            command
+                .last()
+                .unwrap()
+                .starts_with("http://127.0.0.1:3030/"),
+            "{probe}: {command:?}"
+        );
+        // What the stock probe waited for stays.
+        assert_eq!(s(fluxd, &[probe, "timeoutSeconds"]).as_u64(), Some(5));
+    }
+    // The recv container is added, fluxd's image and args are left alone.
+    assert_eq!(string(fluxd, &["image"]), "docker.io/fluxcd/flux:1.25.4");
+    assert!(containers.iter().any(|c| c["name"] == "recv"));
+    // kubectl logs/exec without -c pick fluxd; the upstream annotations stay.
+    let annotations = s(template, &["metadata", "annotations"]);
+    assert_eq!(
+        string(annotations, &["kubectl.kubernetes.io/default-container"]),
+        "flux"
+    );
+    assert_eq!(string(annotations, &["prometheus.io/port"]), "3031");
+}
+
+#[test]
+fn the_recv_image_is_this_projects_set_by_the_kustomization() {
+    let patch = yaml("flux-deployment-patch.yaml");
+    let containers = s(&patch, &["spec", "template", "spec", "containers"])
+        .as_sequence()
+        .unwrap();
+    let recv = containers.iter().find(|c| c["name"] == "recv").unwrap();
+    let image = string(recv, &["image"]);
+    assert!(
+        !image.contains("fluxcd/"),
+        "not the Go project's image: {image}"
+    );
+    let name = image.split(':').next().unwrap();
+    let k = yaml("kustomization.yaml");
+    let images = s(&k, &["images"]).as_sequence().unwrap();
+    assert!(
+        images.iter().any(|i| i["name"] == name),
+        "{name} not in the kustomization's images"
+    );
+    // The same name the Dockerfile and the README build.
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains(&format!("-t {image}")),
+        "the Dockerfile builds {image}"
+    );
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("-t {image}")),
+        "the README builds {image}"
+    );
+    assert!(
+        readme.contains(&format!("kustomize edit set image {name}=")),
+        "the README sets the image"
+    );
+}
