@@ -395,3 +395,46 @@ fn the_recv_image_is_this_projects_set_by_the_kustomization() {
         "the README sets the image"
     );
 }
+
+#[test]
+fn the_systemd_example_is_whole_for_its_one_endpoint_config() {
+    let unit = example("systemd/flux-recv.service");
+    let credentials: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("LoadCredential="))
+        .map(|c| c.split(':').next().unwrap())
+        .collect();
+    let config = yaml("systemd/fluxrecv.yaml");
+    let mut needed = vec!["fluxrecv.yaml".to_owned()];
+    for endpoint in s(&config, &["endpoints"]).as_sequence().unwrap() {
+        needed.push(string(endpoint, &["keyPath"]));
+    }
+    let mut credentials: Vec<String> = credentials.into_iter().map(str::to_owned).collect();
+    credentials.sort();
+    needed.sort();
+    assert_eq!(
+        credentials, needed,
+        "LoadCredential lines vs the files the config names"
+    );
+    // The README installs exactly those files.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let install = format!("sudo install -m 0600 {} /etc/flux-recv/", needed.join(" "));
+    assert!(readme.contains(&install), "the README lacks `{install}`");
+    // /metrics stays on loopback.
+    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(exec.contains("--listen-metrics=127.0.0.1:"), "{exec}");
+    // The config loads once its key exists.
+    let dir = common::temp_dir("systemd-example");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("example/systemd/fluxrecv.yaml"),
+        dir.join("fluxrecv.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("github.key"),
+        b"a-random-key-for-this-test-0123456789",
+    )
+    .unwrap();
+    assert!(flux_recv::config::load(&dir.join("fluxrecv.yaml")).is_ok());
+}
