@@ -324,16 +324,28 @@ pub fn parse(raw: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
     Ok(command)
 }
 
+/// `:PORT` or `HOST:PORT` (the host is resolved when binding).
+fn check_listen(flag: &str, listen: &str) -> Result<(), String> {
+    match listen.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!(
+            "{flag} {listen:?}: expected :PORT (all interfaces) or HOST:PORT, e.g. :8080 or 127.0.0.1:8080"
+        )),
+    }
+}
+
 fn serve(r: &mut Reader) -> Result<Serve, String> {
     let listen = r.required("--listen")?;
-    if listen.is_empty() {
-        return Err("--listen is empty; use :PORT or HOST:PORT".into());
+    check_listen("--listen", &listen)?;
+    let listen_metrics = r.text("--listen-metrics")?;
+    if let Some(addr) = &listen_metrics {
+        check_listen("--listen-metrics", addr)?;
     }
     let serve = Serve {
         config: PathBuf::from(r.required("--config")?),
         options: app::Options {
             listen,
-            listen_metrics: r.text("--listen-metrics")?,
+            listen_metrics,
             threads: r.count("--threads")? as usize,
             max_body_bytes: r.count("--max-body-bytes")?,
             read_timeout: r.seconds("--read-timeout")?,
@@ -407,6 +419,18 @@ mod tests {
         assert!(err.starts_with("--threads \"0\""), "{err}");
         assert!(parse_with(&["--redeliver-for", "0"], &[]).is_ok());
         assert!(parse_with(&["--notify-timeout", "0"], &[]).is_err());
+    }
+
+    #[test]
+    fn listen_addresses_need_a_port() {
+        for good in [":8080", "127.0.0.1:0", "[::1]:8080", "localhost:9090"] {
+            assert!(parse_with(&["--listen", good], &[]).is_ok(), "{good}");
+        }
+        for bad in ["8080", "", "localhost", ":http", "1.2.3.4:99999"] {
+            let err = parse_with(&["--listen", bad], &[]).unwrap_err();
+            assert!(err.starts_with("--listen"), "{bad}: {err}");
+        }
+        assert!(parse_with(&["--listen-metrics", "9102"], &[]).is_err());
     }
 
     #[test]

@@ -7,22 +7,27 @@ use crate::config::{self, Endpoint};
 use crate::signature::Key;
 use crate::sources::Source;
 
-/// Loads the config, printing every problem; `None` when it cannot be used.
-pub fn load_or_report(path: &Path) -> Option<config::Loaded> {
+/// Loads the config, telling `report` every problem; `None` when it cannot be used.
+pub fn load_or_report(path: &Path, report: &dyn Fn(&str)) -> Option<config::Loaded> {
     match config::load(path) {
         Ok(loaded) => Some(loaded),
         Err(errors) => {
             for problem in &errors.0 {
-                eprintln!("flux-recv: {problem}");
+                report(problem);
             }
-            eprintln!(
-                "flux-recv: {} problem(s) in {}; not starting",
+            report(&format!(
+                "{} problem(s) in {}; not starting",
                 errors.0.len(),
                 path.display()
-            );
+            ));
             None
         }
     }
+}
+
+/// A problem on stderr, as the sub-commands print them.
+pub fn print(problem: &str) {
+    eprintln!("flux-recv: {problem}");
 }
 
 /// The names of the downstreams `endpoint` feeds.
@@ -37,7 +42,7 @@ fn feeds(config: &config::Config, endpoint: &Endpoint) -> String {
 
 /// One row per endpoint: source, key path, route (or URL), downstreams.
 pub fn endpoints(path: &Path, base_url: Option<&str>) -> ExitCode {
-    let Some(loaded) = load_or_report(path) else {
+    let Some(loaded) = load_or_report(path, &print) else {
         return ExitCode::from(1);
     };
     let config = &loaded.config;

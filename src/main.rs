@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use flux_recv::cli::{self, Command, Serve};
+use flux_recv::log::Format;
 use flux_recv::{app, commands, log, metrics, reload};
 
 fn main() -> ExitCode {
@@ -38,11 +39,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// A problem that stops start-up: a log line in JSON when the logs are JSON, so that a log
+/// pipeline sees it, else plain text.
+fn fatal(format: Format) -> impl Fn(&str) {
+    move |problem: &str| match format {
+        Format::Json => log::error("fatal", &[("detail", problem.into())]),
+        Format::Logfmt => commands::print(problem),
+    }
+}
+
 /// Serves until SIGTERM or SIGINT, then stops gracefully.
 fn run(serve: Serve) -> ExitCode {
     metrics::get().started();
     reload::declare_metrics();
-    let Some(loaded) = commands::load_or_report(&serve.config) else {
+    let fatal = fatal(serve.log_format);
+    let Some(loaded) = commands::load_or_report(&serve.config, &fatal) else {
         return ExitCode::from(1);
     };
     for warning in &loaded.warnings {
@@ -53,14 +64,14 @@ fn run(serve: Serve) -> ExitCode {
     let bound = match app::bind(&config, o) {
         Ok(bound) => bound,
         Err(why) => {
-            eprintln!("flux-recv: {why}");
+            fatal(&why);
             return ExitCode::from(1);
         }
     };
     let signals = match reload::signals() {
         Ok(signals) => signals,
         Err(e) => {
-            eprintln!("flux-recv: cannot handle signals: {e}");
+            fatal(&format!("cannot handle signals: {e}"));
             return ExitCode::from(1);
         }
     };

@@ -92,3 +92,33 @@ fn cannot_listen_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(&addr), "{}", stderr(&out));
 }
+
+#[test]
+fn a_bad_listen_address_is_a_bad_command_line() {
+    let out = flux_recv(&["--listen", "8080"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--listen \"8080\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn with_json_logs_fatal_start_up_errors_are_json_lines() {
+    let out = flux_recv(&["--config", "/nonexistent/x.yaml", "--log-format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{err}");
+    assert!(lines
+        .iter()
+        .all(|v| v["level"] == "error" && v["msg"] == "fatal"));
+    assert!(lines[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/x.yaml"));
+}
