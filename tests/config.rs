@@ -428,3 +428,18 @@ fn gcr_audience_over_https_needs_the_tls_feature() {
         assert!(errors.0[0].contains("gcr.audience"), "{errors}");
     }
 }
+
+#[test]
+fn every_unknown_field_is_reported_at_once() {
+    let case = Case {
+        name: "two typos",
+        yaml: "fluxRecvVersion: 1\napi_url: http://x\nendpoints:\n- source: GitHub\n  keypath: gh.key\n",
+        keys: &[("gh.key", GOOD_KEY)],
+        error: None,
+        warning: None,
+    };
+    let errors = run(&case).unwrap_err();
+    assert_eq!(errors.0.len(), 2, "{errors}");
+    assert!(errors.0[0].contains("\"api_url\"") && errors.0[0].contains("the top level"));
+    assert!(errors.0[1].contains("\"keypath\"") && errors.0[1].contains("endpoints[0]"));
+}

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::signature::Key;
 
 mod endpoint;
+mod fields;
 mod notify;
 
 pub use endpoint::Endpoint;
@@ -126,8 +127,18 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
 
 /// Validates config text; `dir` resolves relative key paths, `name` names the file in messages.
 pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors> {
-    let raw: RawConfig = serde_yaml_ng::from_slice(text)
-        .map_err(|e| ConfigErrors(vec![format!("config file {name}: {e}; {FIELDS}")]))?;
+    let syntax = |e| ConfigErrors(vec![format!("config file {name}: {e}; fix the YAML")]);
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_slice(text).map_err(syntax)?;
+    let unknown = fields::unknown(name, &value);
+    if !unknown.is_empty() {
+        return Err(ConfigErrors(unknown));
+    }
+    let raw: RawConfig = serde_yaml_ng::from_value(value).map_err(|e| {
+        ConfigErrors(vec![format!(
+            "config file {name}: {e}; fix the YAML (known fields: {})",
+            fields::known()
+        )])
+    })?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
 
@@ -187,9 +198,6 @@ pub fn parse(text: &[u8], dir: &Path, name: &str) -> Result<Loaded, ConfigErrors
         Err(ConfigErrors(problems))
     }
 }
-
-/// What a YAML-level error message suggests.
-const FIELDS: &str = "fix the YAML (known fields: fluxRecvVersion, api, notify[].name, notify[].fluxd, notify[].fluxReceiver, notify[].keyPath, notify[].images, notify[].git, notify[].branches, endpoints[].source, endpoints[].keyPath, endpoints[].registryHost, endpoints[].gcr, endpoints[].notify)";
 
 /// `fluxRecvVersion` must be 1.
 fn check_version(name: &str, version: Option<&serde_yaml_ng::Value>) -> Option<String> {
