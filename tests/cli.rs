@@ -122,3 +122,22 @@ fn with_json_logs_fatal_start_up_errors_are_json_lines() {
         .unwrap()
         .contains("/nonexistent/x.yaml"));
 }
+
+#[test]
+fn check_warns_about_the_shipped_sample_keys() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/example/fluxrecv.yaml");
+    let out = flux_recv(&["check", "--config", config]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warnings: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with("flux-recv: warning:") && l.contains("SAMPLE"))
+        .map(str::to_owned)
+        .collect();
+    // One per shipped key the example config names.
+    let keys = std::fs::read_to_string(config)
+        .unwrap()
+        .lines()
+        .filter(|l| l.trim_start().starts_with("keyPath:"))
+        .count();
+    assert_eq!(warnings.len(), keys, "{warnings:#?}");
+}

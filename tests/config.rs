@@ -211,6 +211,20 @@ fn config_table() {
             warning: Some(&["endpoints[0] (GitHub)", "gh.key", "whitespace"]),
         },
         Case {
+            name: "a shipped sample key: warned",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+            keys: &[("gh.key", b"SAMPLE-github-key-do-not-use-in-production")],
+            error: None,
+            warning: Some(&["endpoints[0] (GitHub)", "gh.key", "SAMPLE"]),
+        },
+        Case {
+            name: "Nexus without registryHost: warned",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: Nexus\n  keyPath: n.key\n",
+            keys: &[("n.key", GOOD_KEY)],
+            error: None,
+            warning: Some(&["endpoints[0] (Nexus)", "registryHost"]),
+        },
+        Case {
             name: "short key: warned",
             yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitLab\n  keyPath: gl.key\n",
             keys: &[("gl.key", b"short")],

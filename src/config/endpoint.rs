@@ -146,6 +146,12 @@ pub(super) fn endpoint(
         ));
     }
 
+    if source == Some(Source::Nexus) && raw.registry_host.is_none() {
+        warnings.push(format!(
+            "{label}: no registryHost, so images are announced without a registry host (acme/app, not nexus.example.com:8443/acme/app) and match only workloads that name them so; set registryHost to the host your workloads pull from"
+        ));
+    }
+
     match (source, key) {
         (Some(source), Some((key, key_path))) if problems.is_empty() => {
             let mut endpoint = Endpoint::new(index, source, key, key_path, raw.registry_host);

@@ -28,6 +28,8 @@ pub const DEFAULT_API: &str = "http://localhost:3030/api/flux";
 
 /// Keys shorter than this are guessable for URL-only sources; warned about, still used.
 const SHORT_KEY_BYTES: usize = 16;
+/// What every sample key and token shipped in `example/` carries.
+const SAMPLE_MARK: &str = "do-not-use-in-production";
 /// A key file larger than this is a mistake (or `/dev/zero`); it is refused, not read whole.
 const MAX_KEY_BYTES: u64 = 64 * 1024;
 /// A config file larger than this is a mistake; it is refused, not read whole.
@@ -237,6 +239,15 @@ pub(crate) fn read_secret(
     if bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
         warnings.push(format!(
             "{label}: {} ends in whitespace (often a trailing newline); the bytes are used as they are, so the other side must be given the same secret; write it with `printf %s` to avoid this",
+            full.display()
+        ));
+    }
+    if bytes
+        .windows(SAMPLE_MARK.len())
+        .any(|w| w == SAMPLE_MARK.as_bytes())
+    {
+        warnings.push(format!(
+            "{label}: {} is one of the SAMPLE secrets shipped in example/, public to anyone; replace it with your own random secret before anything reaches this endpoint",
             full.display()
         ));
     }
