@@ -56,6 +56,15 @@ impl Format {
 static MIN_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static FORMAT: AtomicU8 = AtomicU8::new(0);
 
+/// Where lines go instead of stderr, when set (the tests' capture).
+static SINK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Sends every line to `sink` instead of stderr, for the rest of the process. The test kit uses
+/// it so that servers' lines are shown with a failing test only; the first call wins.
+pub fn set_sink(sink: fn(&str)) {
+    let _ = SINK.set(sink);
+}
+
 /// Sets the process's log format and lowest level shown.
 pub fn configure(format: Format, level: Level) {
     FORMAT.store(u8::from(format == Format::Json), Ordering::Relaxed);
@@ -142,8 +151,13 @@ pub fn emit(level: Level, msg: &str, fields: &Fields<'_>) {
     } else {
         logfmt_line(&ts, level, msg, fields)
     };
-    // A closed stderr must not take the server down.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    match SINK.get() {
+        Some(sink) => sink(&line),
+        // A closed stderr must not take the server down.
+        None => {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
 }
 
 pub fn info(msg: &str, fields: &Fields<'_>) {

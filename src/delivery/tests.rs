@@ -48,6 +48,7 @@ fn a_handler_panic_is_a_500_and_the_pool_serves_on() {
         redeliver_for: Duration::ZERO,
         redeliver_max: 16,
     };
+    crate::log::set_sink(|line| eprint!("{line}"));
     let server = app::start(&config, &options).unwrap();
     let panic_request = format!(
         "POST {route} HTTP/1.1\r\nHost: x\r\n{PANIC_HEADER}: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"

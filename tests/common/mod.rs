@@ -391,8 +391,10 @@ pub fn start(endpoints: &[Ep], api: &str, opts: Options) -> (Running, config::Co
     (start_config(&config, opts), config)
 }
 
-/// The real server for an already loaded config.
+/// The real server for an already loaded config. Its log lines go through the test harness's
+/// capture: shown with a failing test, not mixed into a passing run's output.
 pub fn start_config(config: &config::Config, opts: Options) -> Running {
+    flux_recv::log::set_sink(|line| eprint!("{line}"));
     let opts = Options {
         listen: "127.0.0.1:0".into(),
         ..opts
