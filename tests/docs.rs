@@ -64,3 +64,15 @@ fn the_replies_table_names_every_outcome() {
         );
     }
 }
+
+#[test]
+fn the_setup_guide_has_a_section_per_source() {
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/providers.md")).unwrap();
+    let sections: Vec<&str> = guide
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .collect();
+    let names: Vec<&str> = Source::ALL.iter().map(|s| s.name()).collect();
+    assert_eq!(sections, names);
+}
