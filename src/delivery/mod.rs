@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::downstream::redelivery::{Dropped, Limits, Redelivery};
+use crate::downstream::redelivery::{Limits, Redelivery};
 use crate::downstream::Sent;
 use crate::metrics::{self, Gauge};
 use crate::server::{Begin, Handler, Head, Listener, Refusal, Request, Response, Status, Work};
@@ -95,21 +95,7 @@ impl Delivery {
     fn serve(&self, table: Arc<Table>) {
         let downstreams = table.downstreams();
         for downstream in &downstreams {
-            for result in Sent::RESULTS {
-                metrics::get()
-                    .notify_by_downstream
-                    .declare(&[&downstream.name, result]);
-            }
-            for result in ["delivered", "failed", "rejected"] {
-                metrics::get()
-                    .redeliveries
-                    .declare(&[&downstream.name, result]);
-            }
-            for reason in Dropped::ALL {
-                metrics::get()
-                    .redelivery_drops
-                    .declare(&[&downstream.name, reason.word()]);
-            }
+            observer::declare(&downstream.name);
         }
         self.redelivery.add(&downstreams);
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
