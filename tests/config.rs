@@ -317,6 +317,16 @@ fn notify_table() {
             format!("{HEAD}{EP}  notify: [fluxd]\n"),
             None,
         ),
+        (
+            "an endpoint's own notify timeout",
+            format!("{HEAD}{EP}  notifyTimeout: 0.8\n"),
+            None,
+        ),
+        (
+            "a notify timeout of 0",
+            format!("{HEAD}{EP}  notifyTimeout: 0\n"),
+            Some(&["endpoints[0] (GitHub)", "notifyTimeout"][..]),
+        ),
     ];
     for (name, yaml, error) in cases.into_iter().chain(endpoint_cases) {
         let dir = temp_dir("notify");

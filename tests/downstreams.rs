@@ -265,6 +265,27 @@ fn while_fluxd_is_down_pushes_are_queued_coalesced_and_delivered_when_it_is_back
 }
 
 #[test]
+fn an_endpoints_own_notify_timeout_answers_a_registry_in_time() {
+    // A registry gives up after 1 s; fluxd takes 3 s: the endpoint's 0.3 s budget queues the
+    // change and answers 202 long before the registry's timeout.
+    let fluxd = FakeFluxd::start(Behaviour::Slow(Duration::from_secs(3)));
+    let yaml = format!(
+        "fluxRecvVersion: 1\napi: {}\nendpoints:\n- source: GitLab\n  keyPath: gl.key\n  notifyTimeout: 0.3\n",
+        fluxd.api()
+    );
+    let config = write_yaml(&temp_dir("endpoint-timeout"), &yaml, &[("gl.key", GL_KEY)]);
+    let server = Proc::start(&["--config", &config.display().to_string()]);
+    let started = Instant::now();
+    let reply = push(&server, Source::GitLab, GL_KEY, &gitlab_body("app"));
+    let took = started.elapsed();
+    assert_eq!(reply.status, 202, "{reply:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(900),
+        "{took:?}"
+    );
+}
+
+#[test]
 fn a_fluxd_that_answers_400_is_502_and_never_retried() {
     let fluxd = FakeFluxd::start(Behaviour::Status(400));
     let server = Proc::start(&["--config", &gitlab_config(&fluxd.api())]);

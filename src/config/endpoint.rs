@@ -2,13 +2,14 @@
 //! its route digest computed.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{check_http_url, needs_missing_tls, read_secret};
 use crate::signature::{constant_time_eq, Key};
-use crate::sources::{gcr, Source};
+use crate::sources::{gcr, RegistryHost, Source};
 
 /// One configured webhook endpoint, ready to serve.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct Endpoint {
     pub gcr: Option<gcr::PushAuth>,
     /// The downstreams this endpoint feeds, by name; empty: all of them.
     pub notify: Vec<String>,
+    /// This endpoint's own `--notify-timeout` (a registry that gives up after 1 s wants less).
+    pub notify_timeout: Option<Duration>,
     pub(super) digest: [u8; 32],
 }
 
@@ -46,6 +49,7 @@ impl Endpoint {
             registry_host,
             gcr: None,
             notify: Vec::new(),
+            notify_timeout: None,
             digest: hasher.finalize().into(),
         }
     }
@@ -82,6 +86,8 @@ pub(super) struct RawEndpoint {
     registry_host: Option<String>,
     gcr: Option<gcr::PushAuth>,
     notify: Option<Vec<String>>,
+    #[serde(rename = "notifyTimeout")]
+    notify_timeout: Option<f64>,
 }
 
 /// The message for two endpoints that would share a route.
@@ -140,16 +146,34 @@ pub(super) fn endpoint(
         problems.extend(check_gcr(&label, source, gcr));
     }
 
+    let notify_timeout = match raw.notify_timeout {
+        None => None,
+        Some(secs) if secs > 0.0 && secs <= 3600.0 => Some(Duration::from_secs_f64(secs)),
+        Some(secs) => {
+            problems.push(format!(
+                "{label}: notifyTimeout {secs} is not seconds more than 0 and at most 3600; use e.g. 0.8, or remove it to use --notify-timeout"
+            ));
+            None
+        }
+    };
+
     if raw.notify.as_ref().is_some_and(|names| names.is_empty()) {
         problems.push(format!(
             "{label}: notify is empty; name the downstreams this endpoint feeds, or remove it to feed them all"
         ));
     }
 
-    if source == Some(Source::Nexus) && raw.registry_host.is_none() {
-        warnings.push(format!(
-            "{label}: no registryHost, so images are announced without a registry host (acme/app, not nexus.example.com:8443/acme/app) and match only workloads that name them so; set registryHost to the host your workloads pull from"
-        ));
+    if raw.registry_host.is_none() {
+        let missing = format!(
+            "{label}: no registryHost, but this source's payloads name no registry host; set registryHost to the host your workloads pull from (e.g. registry.example.com:5000)"
+        );
+        match source.map(Source::registry_host) {
+            Some(RegistryHost::Required) => problems.push(missing),
+            Some(RegistryHost::Recommended) => warnings.push(format!(
+                "{missing}; without it images are announced without a host (acme/app, not registry.example.com/acme/app) and match only workloads that name them so"
+            )),
+            _ => {}
+        }
     }
 
     match (source, key) {
@@ -157,6 +181,7 @@ pub(super) fn endpoint(
             let mut endpoint = Endpoint::new(index, source, key, key_path, raw.registry_host);
             endpoint.gcr = raw.gcr;
             endpoint.notify = raw.notify.unwrap_or_default();
+            endpoint.notify_timeout = notify_timeout;
             Ok(endpoint)
         }
         _ => Err(problems),

@@ -5,7 +5,14 @@ use serde_yaml_ng::Value;
 
 /// The fields of the config, of an endpoint, of its `gcr:`, and of a downstream.
 const TOP: &[&str] = &["fluxRecvVersion", "api", "notify", "endpoints"];
-const ENDPOINT: &[&str] = &["source", "keyPath", "registryHost", "gcr", "notify"];
+const ENDPOINT: &[&str] = &[
+    "source",
+    "keyPath",
+    "registryHost",
+    "gcr",
+    "notify",
+    "notifyTimeout",
+];
 const GCR: &[&str] = &["audience", "email", "tokenInfoURL"];
 const DOWNSTREAM: &[&str] = &[
     "name",
@@ -104,7 +111,7 @@ mod tests {
     /// with any other field does not.
     #[test]
     fn the_lists_are_the_structs_fields() {
-        let yaml = "fluxRecvVersion: 1\nnotify:\n- name: a\n  fluxReceiver: http://a/hook/x\n  keyPath: t\n  images: [x]\n  git: [y]\n  branches: [z]\n- name: b\n  fluxd: http://b/api/flux\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: k\n  registryHost: r.example.com\n  notify: [a]\n  gcr:\n    audience: a\n    email: e@x\n    tokenInfoURL: http://t/\n";
+        let yaml = "fluxRecvVersion: 1\nnotify:\n- name: a\n  fluxReceiver: http://a/hook/x\n  keyPath: t\n  images: [x]\n  git: [y]\n  branches: [z]\n- name: b\n  fluxd: http://b/api/flux\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: k\n  registryHost: r.example.com\n  notify: [a]\n  notifyTimeout: 0.8\n  gcr:\n    audience: a\n    email: e@x\n    tokenInfoURL: http://t/\n";
         let value: Value = serde_yaml_ng::from_str(yaml).unwrap();
         assert!(unknown("c.yaml", &value).is_empty());
         let dir = std::env::temp_dir().join(format!("flux-recv-fields-{}", std::process::id()));

@@ -244,7 +244,8 @@ impl Work for Hook {
             Ok(Outcome::Pong) => Ending::Pong,
             Ok(Outcome::Ignored(reason)) => Ending::Ignored(reason),
             Ok(Outcome::Notify(changes)) => {
-                let deadline = Instant::now() + self.notify_timeout;
+                let budget = route.endpoint.notify_timeout.unwrap_or(self.notify_timeout);
+                let deadline = Instant::now() + budget;
                 fanout::tell(&self.table, route, &changes, deadline, &self.redelivery)
             }
         };

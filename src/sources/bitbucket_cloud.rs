@@ -14,9 +14,12 @@
 use serde::Deserialize;
 
 use super::{decode_json, printable, required_header, unauthorized};
-use super::{first_header, Incoming, Outcome, Rejection, Settings};
+use super::{first_header, Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::change::Change;
 use crate::signature::{sign_hex, verify_prefixed, Algorithm};
+
+/// Only the route digest uses `registryHost`.
+pub const REGISTRY_HOST: RegistryHost = RegistryHost::Unused;
 
 pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     if let Some(signature) = incoming.header("X-Hub-Signature") {

@@ -11,7 +11,12 @@
 
 use serde::Deserialize;
 
-use super::{decode_first_json, image_change, Incoming, Outcome, Rejection, Settings};
+use super::{
+    decode_first_json, image_change, Incoming, Outcome, RegistryHost, Rejection, Settings,
+};
+
+/// Only the route digest uses `registryHost`.
+pub const REGISTRY_HOST: RegistryHost = RegistryHost::Unused;
 
 pub fn handle(incoming: &Incoming, _settings: &Settings) -> Result<Outcome, Rejection> {
     let push: Push = decode_first_json("Docker Hub payload", &incoming.body)?;

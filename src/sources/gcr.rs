@@ -22,7 +22,7 @@ use serde::Deserialize;
 #[cfg(doc)]
 use super::TokenCheck;
 use super::{decode_first_json, image_change, malformed, printable, unauthorized};
-use super::{Incoming, Outcome, Rejection, Settings};
+use super::{Incoming, Outcome, RegistryHost, Rejection, Settings};
 
 /// Google's tokeninfo endpoint, used when `gcr.tokenInfoURL` is not set.
 pub const DEFAULT_TOKEN_INFO_URL: &str = "https://oauth2.googleapis.com/tokeninfo";
@@ -48,6 +48,9 @@ impl PushAuth {
             .unwrap_or(DEFAULT_TOKEN_INFO_URL)
     }
 }
+
+/// Only the route digest uses `registryHost`.
+pub const REGISTRY_HOST: RegistryHost = RegistryHost::Unused;
 
 pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     authenticate(incoming, settings)?;

@@ -13,9 +13,12 @@
 use serde::Deserialize;
 
 use super::{decode_json, printable, required_header, unauthorized};
-use super::{first_header, Incoming, Outcome, Rejection, Settings};
+use super::{first_header, Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::change::Change;
 use crate::signature::tokens_equal;
+
+/// Only the route digest uses `registryHost`.
+pub const REGISTRY_HOST: RegistryHost = RegistryHost::Unused;
 
 pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     let token = incoming

@@ -13,8 +13,11 @@
 use serde::Deserialize;
 
 use super::{decode_first_json, image_change, malformed, printable, unauthorized};
-use super::{Incoming, Outcome, Rejection, Settings};
+use super::{Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::signature::tokens_equal;
+
+/// Only the route digest uses `registryHost`.
+pub const REGISTRY_HOST: RegistryHost = RegistryHost::Unused;
 
 pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     if incoming.body.iter().all(u8::is_ascii_whitespace) {

@@ -65,6 +65,11 @@ macro_rules! sources {
             pub fn sample_body(self) -> &'static [u8] {
                 match self { $(Source::$variant => $module::SAMPLE_BODY),+ }
             }
+
+            /// Whether the endpoint's `registryHost` is needed by the provider's payloads.
+            pub fn registry_host(self) -> RegistryHost {
+                match self { $(Source::$variant => $module::REGISTRY_HOST),+ }
+            }
         }
     };
 }
@@ -101,6 +106,22 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// What a provider makes of the endpoint's `registryHost` (always also part of the route
+/// digest, as in the Go original).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryHost {
+    /// Its payloads are git pushes, or name their images in full: only the digest uses it.
+    Unused,
+    /// Its payloads name a host; `registryHost`, when set, replaces it (the name workloads
+    /// pull by can differ from the host the registry sees behind a proxy).
+    Overrides,
+    /// Its payloads name no host: without it, images are announced without one. A warning (kept
+    /// valid for the Go original's configs).
+    Recommended,
+    /// Its payloads name no host, and the config is refused without it.
+    Required,
 }
 
 /// What one endpoint's provider needs besides the request: the narrow part of the config it reads.

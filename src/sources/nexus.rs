@@ -14,8 +14,11 @@
 use serde::Deserialize;
 
 use super::{decode_json, image_change, malformed, printable, required_header, unauthorized};
-use super::{first_header, Incoming, Outcome, Rejection, Settings};
+use super::{first_header, Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::signature::{sign_hex, verify_bare_hex, Algorithm};
+
+/// Payloads name no host: `registryHost` supplies it.
+pub const REGISTRY_HOST: RegistryHost = RegistryHost::Recommended;
 
 pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     verify_bare_hex(
