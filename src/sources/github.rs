@@ -6,17 +6,24 @@
 //! - Bodies: `application/json`, or `application/x-www-form-urlencoded` with the JSON in the
 //!   `payload` field. Any other content type → 400.
 //! - Events (`X-GitHub-Event`): `push` → a git change (`repository.ssh_url`, `ref`; branch and tag
-//!   pushes and deletions alike); `ping` → `Pong`; anything else → 200 ignored; header missing → 400.
+//!   pushes and deletions alike); `package` and `registry_package` (GHCR), action `published` or
+//!   `updated`, `package.package_type` `container` (any case; also `docker`) with a tag in
+//!   `package.package_version.container_metadata.tag.name` → an image change for
+//!   `ghcr.io/<package.owner.login, lowercased>/<package.name>`; untagged versions (the
+//!   per-platform manifests of a multi-arch push) and other package types → 200 ignored; `ping` →
+//!   `Pong`; anything else → 200 ignored; header missing → 400.
 //! - Quirks: push payloads carry `created_at`/`pushed_at` as integers (only the two fields used
 //!   here are read). No push hook is sent when more than three tags are pushed at once.
 //! - Docs: <https://docs.github.com/en/webhooks/webhook-events-and-payloads#push>,
+//!   <https://docs.github.com/en/webhooks/webhook-events-and-payloads#registry_package> (and
+//!   octokit/webhooks' `payload-schemas/api.github.com/{package,registry_package}`),
 //!   <https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::{decode_json, malformed, printable, required_header, unauthorized};
+use super::{decode_json, image_change, malformed, printable, required_header, unauthorized};
 use super::{first_header, Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::change::Change;
 use crate::signature::{sign_hex, verify_prefixed, Algorithm};
@@ -33,8 +40,81 @@ pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejec
             let push: Push = decode_json("GitHub push payload", &json)?;
             Ok(Outcome::Notify(vec![push.change()]))
         }
+        "package" | "registry_package" => {
+            let json = payload(incoming)?;
+            let event: PackageEvent = decode_json("GitHub package payload", &json)?;
+            event.outcome()
+        }
         "ping" => Ok(Outcome::Pong),
         other => Ok(Outcome::Ignored(format!("event {}", printable(other)))),
+    }
+}
+
+/// A `package` or `registry_package` event: the package sits under either name.
+#[derive(Deserialize)]
+struct PackageEvent {
+    action: String,
+    #[serde(alias = "registry_package")]
+    package: Package,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    name: String,
+    package_type: String,
+    owner: Owner,
+    package_version: Option<PackageVersion>,
+}
+
+#[derive(Deserialize)]
+struct Owner {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct PackageVersion {
+    container_metadata: Option<ContainerMetadata>,
+}
+
+#[derive(Deserialize)]
+struct ContainerMetadata {
+    tag: Option<Tag>,
+}
+
+#[derive(Deserialize)]
+struct Tag {
+    name: String,
+}
+
+impl PackageEvent {
+    fn outcome(&self) -> Result<Outcome, Rejection> {
+        let package = &self.package;
+        let kind = package.package_type.to_ascii_lowercase();
+        if kind != "container" && kind != "docker" {
+            return Ok(Outcome::Ignored(format!("{} package", printable(&kind))));
+        }
+        if self.action != "published" && self.action != "updated" {
+            return Ok(Outcome::Ignored(format!(
+                "package {}",
+                printable(&self.action)
+            )));
+        }
+        let tag = package
+            .package_version
+            .as_ref()
+            .and_then(|v| v.container_metadata.as_ref())
+            .and_then(|m| m.tag.as_ref())
+            .map(|t| t.name.as_str())
+            .unwrap_or("");
+        if tag.is_empty() {
+            return Ok(Outcome::Ignored("untagged package version".into()));
+        }
+        let reference = format!(
+            "ghcr.io/{}/{}",
+            package.owner.login.to_ascii_lowercase(),
+            package.name
+        );
+        Ok(Outcome::Notify(vec![image_change(&reference)?]))
     }
 }
 
@@ -309,6 +389,75 @@ mod tests {
             "application/x-www-form-urlencoded",
             b"payload=%7"
         ))));
+    }
+
+    const REGISTRY_PACKAGE: &[u8] =
+        include_bytes!("../../tests/fixtures/github/registry_package_published.json");
+    const UNTAGGED: &[u8] =
+        include_bytes!("../../tests/fixtures/github/package_published_untagged.json");
+    const NPM: &[u8] = include_bytes!("../../tests/fixtures/github/package_published_npm.json");
+
+    #[test]
+    fn a_tagged_container_package_notifies_its_ghcr_name() {
+        let want = Outcome::Notify(vec![image("ghcr.io", "acme/podinfo")]);
+        for event in ["registry_package", "package"] {
+            let body = String::from_utf8(REGISTRY_PACKAGE.to_vec())
+                .unwrap()
+                .replace("\"registry_package\":", &format!("\"{event}\":"));
+            let out = run(&signed(event, "application/json", body.as_bytes())).unwrap();
+            assert_eq!(out, want, "{event}");
+        }
+        let updated = String::from_utf8(REGISTRY_PACKAGE.to_vec())
+            .unwrap()
+            .replace("\"published\"", "\"updated\"");
+        let out = run(&signed(
+            "registry_package",
+            "application/json",
+            updated.as_bytes(),
+        ));
+        assert_eq!(out.unwrap(), want);
+    }
+
+    #[test]
+    fn untagged_versions_other_types_and_actions_are_ignored() {
+        assert_eq!(
+            run(&signed("package", "application/json", UNTAGGED)).unwrap(),
+            Outcome::Ignored("untagged package version".into())
+        );
+        assert_eq!(
+            run(&signed("package", "application/json", NPM)).unwrap(),
+            Outcome::Ignored("npm package".into())
+        );
+        let deleted = String::from_utf8(REGISTRY_PACKAGE.to_vec())
+            .unwrap()
+            .replace("\"published\"", "\"deleted\"");
+        assert_eq!(
+            run(&signed(
+                "registry_package",
+                "application/json",
+                deleted.as_bytes()
+            ))
+            .unwrap(),
+            Outcome::Ignored("package deleted".into())
+        );
+        assert!(is_bad_request(&run(&signed(
+            "package",
+            "application/json",
+            br#"{"action":"published","package":{"name":"x"}}"#
+        ))));
+        let sig = format!(
+            "sha256={}",
+            sign_hex(Algorithm::Sha256, b"other", REGISTRY_PACKAGE)
+        );
+        let forged = incoming(
+            &[
+                ("X-GitHub-Event", "registry_package"),
+                ("Content-Type", "application/json"),
+                ("X-Hub-Signature-256", &sig),
+            ],
+            REGISTRY_PACKAGE,
+        );
+        assert!(is_unauthorized(&run(&forged)));
     }
 
     #[test]
