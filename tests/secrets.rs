@@ -6,10 +6,15 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use flux_recv::sources::Source;
+use flux_recv::sources::{RegistryHost, Source};
 
 fn key_for(source: &str) -> Vec<u8> {
     format!("SECRET-{source}-{}", "k".repeat(24)).into_bytes()
+}
+
+/// A registry host for the sources whose payloads name none (their config needs one).
+fn host_for(source: Source) -> Option<&'static str> {
+    (source.registry_host() == RegistryHost::Required).then_some("registry.example.com")
 }
 
 /// A delivery of `source` signed (or tokened) with `key`: the provider's own sample.
@@ -25,7 +30,7 @@ fn no_secret_in_replies_or_logs() {
         .map(|source| Ep {
             source: source.name(),
             key: key_for(source.name()),
-            registry_host: None,
+            registry_host: host_for(*source),
         })
         .collect();
     let config = config_file(&endpoints, &fluxd.api());
@@ -39,7 +44,7 @@ fn no_secret_in_replies_or_logs() {
     for source in Source::ALL.iter().copied() {
         let body = source.sample_body();
         let key = key_for(source.name());
-        let route = route_of(&key, "");
+        let route = route_of(&key, host_for(source).unwrap_or(""));
         secrets.push(String::from_utf8(key.clone()).unwrap());
         secrets.push(route["/hook/".len()..].to_owned());
         routes.push(route["/hook/".len()..].to_owned());

@@ -7,6 +7,7 @@
 //! delivery for tests and fuzzing). The `--help` list, the README table check, the metrics series
 //! and the unknown-source error all read [`Source::ALL`].
 
+pub mod artifactory;
 pub mod bitbucket_cloud;
 pub mod bitbucket_server;
 pub mod dockerhub;
@@ -84,6 +85,7 @@ sources! {
     Harbor => harbor, "token: Authorization equals the key";
     Nexus => nexus, "HMAC: X-Nexus-Webhook-Signature (SHA-1)";
     GoogleContainerRegistry => gcr, "the URL; with gcr.audience, the Pub/Sub push token (Bearer), checked at Google's tokeninfo";
+    Artifactory => artifactory, "token: X-JFrog-Event-Auth equals the key, or is its HMAC-SHA256 of the body";
 }
 
 impl Source {
