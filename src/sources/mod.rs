@@ -10,6 +10,7 @@
 pub mod artifactory;
 pub mod bitbucket_cloud;
 pub mod bitbucket_server;
+pub mod distribution;
 pub mod dockerhub;
 pub mod gcr;
 pub mod github;
@@ -17,6 +18,7 @@ pub mod gitlab;
 pub mod harbor;
 pub mod nexus;
 pub mod quay;
+mod registry;
 
 use std::sync::Arc;
 
@@ -85,6 +87,7 @@ sources! {
     Harbor => harbor, "token: Authorization equals the key";
     Nexus => nexus, "HMAC: X-Nexus-Webhook-Signature (SHA-1)";
     GoogleContainerRegistry => gcr, "the URL; with gcr.audience, the Pub/Sub push token (Bearer), checked at Google's tokeninfo";
+    Distribution => distribution, "token: Authorization: Bearer <key>, a header configured on the registry's endpoint";
     Artifactory => artifactory, "token: X-JFrog-Event-Auth equals the key, or is its HMAC-SHA256 of the body";
 }
 

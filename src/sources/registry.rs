@@ -1,0 +1,196 @@
+//! What the registry sources share: the `Authorization` checks their senders' configurable
+//! headers allow, CNCF Distribution's event shape (which ACR and GitLab's registry reuse), and one
+//! change per image however many events name it.
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::{image_change, unauthorized, Rejection};
+use crate::change::Change;
+use crate::signature::tokens_equal;
+
+/// Which `Authorization` schemes carry the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// `Bearer <key>`.
+    Bearer,
+    /// `Bearer <key>`, or `Basic` with the key as the password (any user name).
+    BearerOrBasic,
+}
+
+/// Checks `Authorization` against the key, in constant time; the error never holds either.
+pub(crate) fn authorize(header: Option<&str>, key: &[u8], scheme: Scheme) -> Result<(), Rejection> {
+    let header = header.ok_or_else(|| unauthorized("Authorization header missing"))?;
+    let (kind, credentials) = header
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| unauthorized("Authorization is not `<scheme> <credentials>`"))?;
+    let presented: Vec<u8> = if kind.eq_ignore_ascii_case("Bearer") {
+        credentials.trim().as_bytes().to_vec()
+    } else if kind.eq_ignore_ascii_case("Basic") && scheme == Scheme::BearerOrBasic {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials.trim())
+            .map_err(|_| unauthorized("Authorization: Basic credentials are not base64"))?;
+        let colon = decoded
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or_else(|| unauthorized("Authorization: Basic credentials have no password"))?;
+        decoded[colon + 1..].to_vec()
+    } else {
+        return Err(unauthorized("Authorization scheme is not accepted here"));
+    };
+    if tokens_equal(&presented, key) {
+        Ok(())
+    } else {
+        Err(unauthorized("Authorization does not carry the key"))
+    }
+}
+
+/// Media types of image manifests and indexes: the pushes that name an image (a blob or a
+/// config push does not).
+pub(crate) const MANIFEST_TYPES: [&str; 6] = [
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
+
+/// One event in Distribution's shape (`notifications/event.go`), the fields read here.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Event {
+    pub(crate) action: String,
+    #[serde(default)]
+    pub(crate) target: Target,
+    #[serde(default)]
+    pub(crate) request: Request,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Target {
+    #[serde(rename = "mediaType", default)]
+    pub(crate) media_type: String,
+    #[serde(default)]
+    pub(crate) repository: String,
+    #[serde(default)]
+    pub(crate) tag: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Request {
+    #[serde(default)]
+    pub(crate) host: String,
+}
+
+impl Event {
+    /// The image a tag push of a manifest names: `registry_host` (when set) or the request's
+    /// host, then the repository. `None` for anything else: pulls, deletes, mounts, blobs,
+    /// pushes by digest only.
+    pub(crate) fn pushed_image(&self, registry_host: Option<&str>) -> Option<String> {
+        let tag_push = self.action == "push"
+            && !self.target.tag.is_empty()
+            && MANIFEST_TYPES.contains(&self.target.media_type.as_str());
+        if !tag_push {
+            return None;
+        }
+        let host = registry_host.unwrap_or(&self.request.host);
+        let host = host.trim_end_matches('/');
+        Some(match host {
+            "" => self.target.repository.clone(),
+            host => format!("{host}/{}", self.target.repository),
+        })
+    }
+}
+
+/// One change per distinct image, in first-seen order.
+pub(crate) fn distinct_changes(references: &[String]) -> Result<Vec<Change>, Rejection> {
+    let mut changes: Vec<Change> = Vec::new();
+    for reference in references {
+        let change = image_change(reference)?;
+        if !changes.contains(&change) {
+            changes.push(change);
+        }
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_and_basic_carry_the_key() {
+        let key = b"registry-key-0123456789";
+        let basic = |user: &str, pass: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+            )
+        };
+        let ok = |h: &str, s| authorize(Some(h), key, s).is_ok();
+        assert!(ok("Bearer registry-key-0123456789", Scheme::Bearer));
+        assert!(ok("bearer  registry-key-0123456789 ", Scheme::Bearer));
+        assert!(ok(
+            &basic("zot", "registry-key-0123456789"),
+            Scheme::BearerOrBasic
+        ));
+        assert!(ok(
+            &basic("", "registry-key-0123456789"),
+            Scheme::BearerOrBasic
+        ));
+        assert!(!ok(
+            &basic("zot", "registry-key-0123456789"),
+            Scheme::Bearer
+        ));
+        assert!(!ok(
+            &basic("registry-key-0123456789", "x"),
+            Scheme::BearerOrBasic
+        ));
+        assert!(!ok("Bearer wrong", Scheme::BearerOrBasic));
+        assert!(!ok("registry-key-0123456789", Scheme::Bearer));
+        assert!(!ok("Basic !!!", Scheme::BearerOrBasic));
+        assert!(authorize(None, key, Scheme::Bearer).is_err());
+    }
+
+    #[test]
+    fn only_tag_pushes_of_manifests_name_an_image() {
+        let event = |action: &str, media_type: &str, tag: &str| Event {
+            action: action.into(),
+            target: Target {
+                media_type: media_type.into(),
+                repository: "team/app".into(),
+                tag: tag.into(),
+            },
+            request: Request {
+                host: "mirror.internal:5000".into(),
+            },
+        };
+        let oci = "application/vnd.oci.image.manifest.v1+json";
+        assert_eq!(
+            event("push", oci, "1.0").pushed_image(None).as_deref(),
+            Some("mirror.internal:5000/team/app")
+        );
+        assert_eq!(
+            event("push", oci, "1.0")
+                .pushed_image(Some("registry.example.com/"))
+                .as_deref(),
+            Some("registry.example.com/team/app")
+        );
+        assert_eq!(event("push", oci, "").pushed_image(None), None);
+        assert_eq!(event("pull", oci, "1.0").pushed_image(None), None);
+        assert_eq!(
+            event("push", "application/octet-stream", "1.0").pushed_image(None),
+            None
+        );
+    }
+
+    #[test]
+    fn one_change_per_image() {
+        let refs: Vec<String> = ["r/a:1", "r/b", "r/a:2", "r/a@sha256:00"]
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(distinct_changes(&refs).unwrap().len(), 2);
+    }
+}
