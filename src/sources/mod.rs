@@ -7,6 +7,7 @@
 //! delivery for tests and fuzzing). The `--help` list, the README table check, the metrics series
 //! and the unknown-source error all read [`Source::ALL`].
 
+pub mod acr;
 pub mod artifactory;
 pub mod bitbucket_cloud;
 pub mod bitbucket_server;
@@ -88,6 +89,7 @@ sources! {
     Nexus => nexus, "HMAC: X-Nexus-Webhook-Signature (SHA-1)";
     GoogleContainerRegistry => gcr, "the URL; with gcr.audience, the Pub/Sub push token (Bearer), checked at Google's tokeninfo";
     Distribution => distribution, "token: Authorization: Bearer <key>, a header configured on the registry's endpoint";
+    AzureContainerRegistry => acr, "token: Authorization: Bearer <key>, a custom header of the webhook";
     Artifactory => artifactory, "token: X-JFrog-Event-Auth equals the key, or is its HMAC-SHA256 of the body";
 }
 
