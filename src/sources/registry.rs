@@ -60,6 +60,8 @@ pub(crate) const MANIFEST_TYPES: [&str; 6] = [
 /// One event in Distribution's shape (`notifications/event.go`), the fields read here.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Event {
+    /// Absent only in bodies nobody documents (ACR's ping); such a delivery is acknowledged.
+    #[serde(default)]
     pub(crate) action: String,
     #[serde(default)]
     pub(crate) target: Target,
