@@ -31,6 +31,7 @@ pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejec
     match event.pushed_image(settings.registry_host.as_deref()) {
         Some(reference) => Ok(Outcome::Notify(vec![image_change(&reference)?])),
         None if event.action == "push" => Ok(Outcome::Ignored("push without a tag".into())),
+        None if event.action.is_empty() => Ok(Outcome::Ignored("event without an action".into())),
         None => Ok(Outcome::Ignored(format!(
             "action {}",
             printable(&event.action)
@@ -134,10 +135,11 @@ mod tests {
             PUSH
         )));
         assert!(is_unauthorized(&run_with(&settings(), None, PING)));
-        assert!(is_bad_request(&run(b"[]")));
+        assert!(is_bad_request(&run(b"{")));
+        assert!(is_bad_request(&run(br#"{"action":7}"#)));
         assert_eq!(
             run(br#"{"id":"x","timestamp":"2026-11-30T16:50:11Z"}"#).unwrap(),
-            Outcome::Ignored("action ".into())
+            Outcome::Ignored("event without an action".into())
         );
     }
 }
