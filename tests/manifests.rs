@@ -438,3 +438,81 @@ fn the_systemd_example_is_whole_for_its_one_endpoint_config() {
     .unwrap();
     assert!(flux_recv::config::load(&dir.join("fluxrecv.yaml")).is_ok());
 }
+
+#[test]
+fn the_registry_mirror_example_is_whole() {
+    for path in [
+        "registry-mirror/kustomization.yaml",
+        "registry-mirror/deployment.yaml",
+        "registry-mirror/service.yaml",
+        "registry-mirror/fluxrecv.yaml",
+        "registry-mirror/senders/distribution-config.yml",
+    ] {
+        assert!(yaml(path).is_mapping(), "{path}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&example("registry-mirror/senders/zot-config.json")).unwrap();
+    assert!(json["extensions"]["events"]["enable"] == true, "{json}");
+    // The Secret holds the config and every file it names, and the config loads as shipped.
+    let k = yaml("registry-mirror/kustomization.yaml");
+    let files: Vec<String> = s(&s(&k, &["secretGenerator"])[0], &["files"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("example/registry-mirror");
+    let loaded =
+        flux_recv::config::load(&root.join("fluxrecv.yaml")).expect("the mirror config loads");
+    let mut named: Vec<String> = vec!["fluxrecv.yaml".into()];
+    named.extend(
+        loaded
+            .config
+            .files()
+            .iter()
+            .map(|p| p.display().to_string()),
+    );
+    named.sort();
+    let mut secret = files.clone();
+    secret.sort();
+    assert_eq!(secret, named, "the Secret vs the files the config names");
+    for file in &files {
+        assert!(root.join(file).exists(), "{file}");
+    }
+    // Two clusters, one Flux v1 and one Flux v2, fed by a Distribution and a Zot endpoint.
+    let sources: Vec<&str> = loaded
+        .config
+        .endpoints
+        .iter()
+        .map(|e| e.source.name())
+        .collect();
+    assert_eq!(sources, ["Distribution", "Zot"]);
+    assert_eq!(loaded.config.downstreams.len(), 2);
+    // The Deployment mounts the Secret where --config points, and the Service selects its pods.
+    let deployment = yaml("registry-mirror/deployment.yaml");
+    let pod = s(&deployment, &["spec", "template"]);
+    let recv = &s(pod, &["spec", "containers"])[0];
+    assert_eq!(
+        string(recv, &["volumeMounts", "0", "mountPath"]),
+        "/etc/fluxrecv"
+    );
+    assert_eq!(
+        string(recv, &["args", "0"]),
+        "--config=/etc/fluxrecv/fluxrecv.yaml"
+    );
+    let service = yaml("registry-mirror/service.yaml");
+    for (key, value) in s(&service, &["spec", "selector"]).as_mapping().unwrap() {
+        assert_eq!(s(pod, &["metadata", "labels"]).get(key), Some(value));
+    }
+    // /metrics is not on the port the Service exposes.
+    let args: Vec<&str> = s(recv, &["args"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.iter().any(|a| a.starts_with("--listen-metrics=")),
+        "{args:?}"
+    );
+}

@@ -20,6 +20,7 @@ pub mod harbor;
 pub mod nexus;
 pub mod quay;
 mod registry;
+pub mod zot;
 
 use std::sync::Arc;
 
@@ -89,6 +90,7 @@ sources! {
     Nexus => nexus, "HMAC: X-Nexus-Webhook-Signature (SHA-1)";
     GoogleContainerRegistry => gcr, "the URL; with gcr.audience, the Pub/Sub push token (Bearer), checked at Google's tokeninfo";
     Distribution => distribution, "token: Authorization: Bearer <key>, a header configured on the registry's endpoint";
+    Zot => zot, "token: Authorization: Bearer <key> (the sink's credentials.token), or Basic with the key as password";
     AzureContainerRegistry => acr, "token: Authorization: Bearer <key>, a custom header of the webhook";
     Artifactory => artifactory, "token: X-JFrog-Event-Auth equals the key, or is its HMAC-SHA256 of the body";
 }
