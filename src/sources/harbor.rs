@@ -4,7 +4,9 @@
 //!   "Auth Header" setting verbatim), compared in constant time; else 401.
 //! - Events (body `type`): `pushImage` (v1) and `PUSH_ARTIFACT` (v2) → an image change from the
 //!   first `event_data.resources[].resource_url` (an empty list → 400; the Go original crashed
-//!   here); other types → 200 ignored.
+//!   here); with a policy's payload format CloudEvents (Harbor ≥ 2.8, structured mode,
+//!   `src/pkg/notifier/formats/cloudevents.go`), `harbor.artifact.pushed` → the same, from
+//!   `data.resources[]`; the format is told by the payload, no config. Other types → 200 ignored.
 //! - Quirks: Harbor's "Test Endpoint" button sends an empty POST without the auth header: an empty
 //!   body → 200 ignored whatever the header, and nothing is notified. Harbor gives up after 3 s.
 //!   Trailing bytes after the JSON are ignored, as the Go original did.
@@ -30,17 +32,16 @@ pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejec
         return Err(unauthorized("Authorization does not match the key"));
     }
     let event: Event = decode_first_json("Harbor payload", &incoming.body)?;
-    match event.kind.as_str() {
-        "pushImage" | "PUSH_ARTIFACT" => {
-            let resource = event
-                .event_data
-                .resources
-                .first()
-                .ok_or_else(|| malformed("Harbor push with no event_data.resources"))?;
-            Ok(Outcome::Notify(vec![image_change(&resource.resource_url)?]))
-        }
-        other => Ok(Outcome::Ignored(format!("type {}", printable(other)))),
-    }
+    let pushed = match event.kind.as_str() {
+        "pushImage" | "PUSH_ARTIFACT" => &event.event_data,
+        "harbor.artifact.pushed" => &event.data,
+        other => return Ok(Outcome::Ignored(format!("type {}", printable(other)))),
+    };
+    let resource = pushed
+        .resources
+        .first()
+        .ok_or_else(|| malformed("Harbor push with no resources"))?;
+    Ok(Outcome::Notify(vec![image_change(&resource.resource_url)?]))
 }
 
 /// Harbor sends no delivery id.
@@ -65,8 +66,12 @@ pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
 struct Event {
     #[serde(rename = "type")]
     kind: String,
+    /// The default payload format's data.
     #[serde(default)]
     event_data: EventData,
+    /// The CloudEvents format's data (`application/cloudevents+json`, Harbor ≥ 2.8).
+    #[serde(default)]
+    data: EventData,
 }
 
 #[derive(Deserialize, Default)]
@@ -128,6 +133,28 @@ mod tests {
             run(Some(b"wrong"), b"\n"),
             Ok(Outcome::Ignored(_))
         ));
+    }
+
+    const CE_PUSHED: &[u8] =
+        include_bytes!("../../tests/fixtures/harbor/cloudevents_artifact_pushed.json");
+    const CE_PULLED: &[u8] =
+        include_bytes!("../../tests/fixtures/harbor/cloudevents_artifact_pulled.json");
+
+    #[test]
+    fn cloudevents_pushes_notify_and_other_cloudevents_are_ignored() {
+        assert_eq!(
+            run(Some(KEY), CE_PUSHED).unwrap(),
+            Outcome::Notify(vec![image("harbor.acme.example", "platform/podinfo")])
+        );
+        assert_eq!(
+            run(Some(KEY), CE_PULLED).unwrap(),
+            Outcome::Ignored("type harbor.artifact.pulled".into())
+        );
+        assert!(is_unauthorized(&run(Some(b"wrong"), CE_PUSHED)));
+        assert!(is_bad_request(&run(
+            Some(KEY),
+            br#"{"specversion":"1.0","type":"harbor.artifact.pushed","data":{"resources":[]}}"#
+        )));
     }
 
     #[test]
