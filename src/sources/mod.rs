@@ -85,7 +85,6 @@ sources! {
     GitLab => gitlab, "token: X-Gitlab-Token equals the key";
     BitbucketCloud => bitbucket_cloud, "the URL; X-Hub-Signature sha256 HMAC when present";
     BitbucketServer => bitbucket_server, "HMAC: X-Hub-Signature";
-    Gitea => gitea, "HMAC: X-Gitea-Signature (Forgejo: X-Forgejo-Signature, Gogs: X-Gogs-Signature), hex SHA-256; for Gitea, Forgejo and Gogs";
     DockerHub => dockerhub, "the URL is the secret (Docker Hub signs nothing)";
     Quay => quay, "the URL is the secret (Quay signs nothing)";
     Harbor => harbor, "token: Authorization equals the key";
@@ -95,6 +94,7 @@ sources! {
     Zot => zot, "token: Authorization: Bearer <key> (the sink's credentials.token), or Basic with the key as password";
     AzureContainerRegistry => acr, "token: Authorization: Bearer <key>, a custom header of the webhook";
     Artifactory => artifactory, "token: X-JFrog-Event-Auth equals the key, or is its HMAC-SHA256 of the body";
+    Gitea => gitea, "HMAC: X-Gitea-Signature (Forgejo: X-Forgejo-Signature, Gogs: X-Gogs-Signature), hex SHA-256; for Gitea, Forgejo and Gogs";
 }
 
 impl Source {
