@@ -38,15 +38,53 @@ pub fn http_request(data: &[u8]) {
     }
 }
 
-/// A source's parse entry point: byte 0 picks the source (byte 1 is kept for the corpus'
-/// layout), the rest is the body of the source's sample delivery, correctly signed (or with the
-/// right token) so that the payload parser is reached.
+/// A source's parse entry point: byte 0 picks the source, byte 1 the event (see [`payload_of`]).
 pub fn source_payload(data: &[u8]) {
-    let [pick, _event, body @ ..] = data else {
+    let Some((&pick, rest)) = data.split_first() else {
         return;
     };
-    let source = Source::ALL[usize::from(*pick) % Source::ALL.len()];
-    let incoming = source.sample(FUZZ_KEY, body);
+    payload_of(Source::ALL[usize::from(pick) % Source::ALL.len()], rest);
+}
+
+/// Header values a delivery's event header is set to, so that every parser of a source is
+/// reached: `None` keeps the sample's own event.
+const EVENTS: &[Option<&str>] = &[
+    None,
+    Some("push"),
+    Some("package"),
+    Some("registry_package"),
+    Some("delete"),
+    Some("ping"),
+    Some("create"),
+    Some("zotregistry.image.updated"),
+    Some("zotregistry.image.deleted"),
+];
+
+/// The headers that name a delivery's event, for the sources that have one.
+const EVENT_HEADERS: &[&str] = &[
+    "X-GitHub-Event",
+    "X-Gitlab-Event",
+    "X-Event-Key",
+    "X-Gitea-Event",
+    "X-Gitea-Event-Type",
+    "Ce-Type",
+];
+
+/// One source's payload parsers: byte 0 picks the event from [`EVENTS`], the rest is the body
+/// of the source's sample delivery, correctly signed (or with the right token) so that the
+/// parser is reached.
+pub fn payload_of(source: Source, data: &[u8]) {
+    let Some((&event, body)) = data.split_first() else {
+        return;
+    };
+    let mut incoming = source.sample(FUZZ_KEY, body);
+    if let Some(event) = EVENTS[usize::from(event) % EVENTS.len()] {
+        for (name, value) in &mut incoming.headers {
+            if EVENT_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                *value = event.into();
+            }
+        }
+    }
     let mut settings = Settings::new(Key::new(FUZZ_KEY.to_vec()));
     settings.registry_host = Some("registry.example.com".into());
     match source.handle(&incoming, &settings) {
@@ -61,7 +99,7 @@ pub fn source_payload(data: &[u8]) {
         Ok(Outcome::Ignored(reason)) => assert!(reason.len() < 200),
         Ok(Outcome::Pong) => {}
         Err(Rejection::Malformed(_)) => {}
-        Err(other) => panic!("a correctly signed delivery gave {other:?}"),
+        Err(other) => panic!("a correctly signed {source:?} delivery gave {other:?}"),
     }
 }
 

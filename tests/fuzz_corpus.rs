@@ -46,3 +46,27 @@ fn signature_header_corpus() {
 fn config_yaml_corpus() {
     replay("config_yaml", flux_recv::fuzzing::config_yaml);
 }
+
+/// One replay per provider payload target (`tests/fuzz/fuzz_targets/payload_*.rs`).
+macro_rules! payload_corpus {
+    ($($test:ident => $target:literal, $source:ident;)+) => {
+        $(
+            #[test]
+            fn $test() {
+                replay($target, |data| {
+                    flux_recv::fuzzing::payload_of(flux_recv::sources::Source::$source, data)
+                });
+            }
+        )+
+    };
+}
+
+payload_corpus! {
+    distribution_corpus => "payload_distribution", Distribution;
+    zot_corpus => "payload_zot", Zot;
+    acr_corpus => "payload_acr", AzureContainerRegistry;
+    artifactory_corpus => "payload_artifactory", Artifactory;
+    gitea_corpus => "payload_gitea", Gitea;
+    github_corpus => "payload_github", GitHub;
+    harbor_corpus => "payload_harbor", Harbor;
+}
