@@ -453,6 +453,17 @@ fn the_registry_mirror_example_is_whole() {
     let json: serde_json::Value =
         serde_json::from_str(&example("registry-mirror/senders/zot-config.json")).unwrap();
     assert!(json["extensions"]["events"]["enable"] == true, "{json}");
+    let harbor: serde_json::Value =
+        serde_json::from_str(&example("registry-mirror/senders/harbor-policy.json")).unwrap();
+    assert_eq!(harbor["event_types"][0], "PUSH_ARTIFACT", "{harbor}");
+    assert_eq!(
+        harbor["targets"][0]["payload_format"], "CloudEvents",
+        "{harbor}"
+    );
+    let jfrog: serde_json::Value =
+        serde_json::from_str(&example("registry-mirror/senders/artifactory-webhook.json")).unwrap();
+    assert_eq!(jfrog["event_filter"]["domain"], "docker", "{jfrog}");
+    assert_eq!(jfrog["handlers"][0]["handler_type"], "webhook", "{jfrog}");
     // The Secret holds the config and every file it names, and the config loads as shipped.
     let k = yaml("registry-mirror/kustomization.yaml");
     let files: Vec<String> = s(&s(&k, &["secretGenerator"])[0], &["files"])
