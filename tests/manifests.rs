@@ -19,6 +19,10 @@ fn yaml(path: &str) -> Value {
     serde_yaml_ng::from_str(&example(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+fn json(path: &str) -> serde_json::Value {
+    serde_json::from_str(&example(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 fn s<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
     path.iter().fold(v, |v, k| match k.parse::<usize>() {
         Ok(i) => &v[i],
@@ -450,18 +454,15 @@ fn the_registry_mirror_example_is_whole() {
     ] {
         assert!(yaml(path).is_mapping(), "{path}");
     }
-    let json: serde_json::Value =
-        serde_json::from_str(&example("registry-mirror/senders/zot-config.json")).unwrap();
-    assert!(json["extensions"]["events"]["enable"] == true, "{json}");
-    let harbor: serde_json::Value =
-        serde_json::from_str(&example("registry-mirror/senders/harbor-policy.json")).unwrap();
+    let zot = json("registry-mirror/senders/zot-config.json");
+    assert!(zot["extensions"]["events"]["enable"] == true, "{zot}");
+    let harbor = json("registry-mirror/senders/harbor-policy.json");
     assert_eq!(harbor["event_types"][0], "PUSH_ARTIFACT", "{harbor}");
     assert_eq!(
         harbor["targets"][0]["payload_format"], "CloudEvents",
         "{harbor}"
     );
-    let jfrog: serde_json::Value =
-        serde_json::from_str(&example("registry-mirror/senders/artifactory-webhook.json")).unwrap();
+    let jfrog = json("registry-mirror/senders/artifactory-webhook.json");
     assert_eq!(jfrog["event_filter"]["domain"], "docker", "{jfrog}");
     assert_eq!(jfrog["handlers"][0]["handler_type"], "webhook", "{jfrog}");
     // The Secret holds the config and every file it names, and the config loads as shipped.
