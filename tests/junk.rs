@@ -341,3 +341,66 @@ fn junk_table() {
     }
     server.stop();
 }
+
+/// Well-authenticated deliveries whose bodies are junk, to every source: each gets `400 Bad
+/// request` or `200 ignored`, fluxd hears nothing, and the source's own good delivery is still
+/// notified after every one of them.
+#[test]
+fn junk_bodies_to_every_source() {
+    use flux_recv::sources::{RegistryHost, Source};
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let key_of = |source: Source| format!("{}-{source}", String::from_utf8_lossy(KEY)).into_bytes();
+    let host = |source: Source| {
+        (source.registry_host() == RegistryHost::Required).then_some("registry.example.com")
+    };
+    let endpoints: Vec<Ep> = Source::ALL
+        .iter()
+        .map(|&source| Ep {
+            source: source.name(),
+            key: key_of(source),
+            registry_host: host(source),
+        })
+        .collect();
+    let (server, _) = start(&endpoints, &fluxd.api(), test_options());
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let junk: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("truncated", b"{\"a\":".to_vec()),
+        ("null", b"null".to_vec()),
+        ("a list", b"[]".to_vec()),
+        ("a string", b"\"push\"".to_vec()),
+        ("an empty object", b"{}".to_vec()),
+        ("not UTF-8", b"{\"\xff\xfe\":1}".to_vec()),
+        ("nested 5000 deep", deep.into_bytes()),
+        ("huge number", format!("{{\"n\":1{}}}", "0".repeat(400)).into_bytes()),
+        ("every field null", br#"{"events":null,"repository":null,"data":null,"message":null,"push":null,"action":null,"type":null,"package":null,"ref":null,"eventType":null}"#.to_vec()),
+        ("every field of the wrong type", br#"{"events":1,"repository":1,"data":1,"message":1,"push":1,"action":1,"type":1,"package":1,"ref":1,"target":1,"resource":1}"#.to_vec()),
+    ];
+    for &source in Source::ALL {
+        let key = key_of(source);
+        let route = route_of(&key, host(source).unwrap_or(""));
+        let send = |body: &[u8]| {
+            let incoming = source.sample(&key, body);
+            let headers: Vec<(&str, &str)> = incoming
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            post(server.addr(), &route, &headers, body)
+        };
+        for (name, body) in &junk {
+            fluxd.clear();
+            let reply = send(body);
+            let context = format!("{source} {name}: {reply:?}");
+            assert!(
+                reply.status == 400 && reply.body == "Bad request"
+                    || reply.status == 200 && reply.body.starts_with("ignored: "),
+                "{context}"
+            );
+            assert!(fluxd.bodies().is_empty(), "{context}");
+            assert_eq!(send(source.sample_body()).status, 200, "after {context}");
+            assert_eq!(fluxd.bodies().len(), 1, "after {context}");
+        }
+    }
+    server.stop();
+}
