@@ -3,6 +3,7 @@
 //! Every comparison of a secret or of a value derived from one (MACs, tokens, route digests) goes
 //! through the one function [`constant_time_eq`], never through `==`.
 
+use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
@@ -54,6 +55,8 @@ pub enum SignatureError {
     Malformed(&'static str),
     /// Well-formed, but the MAC does not match the body.
     Mismatch(&'static str),
+    /// A signed timestamp further than [`REPLAY_WINDOW_SECS`] from now: a replay, or a clock off.
+    Stale(&'static str),
 }
 
 impl std::error::Error for SignatureError {}
@@ -64,6 +67,7 @@ impl std::fmt::Display for SignatureError {
             SignatureError::Missing(h) => write!(f, "{h} header missing"),
             SignatureError::Malformed(h) => write!(f, "{h} header malformed"),
             SignatureError::Mismatch(h) => write!(f, "{h} does not match the body"),
+            SignatureError::Stale(h) => write!(f, "{h} is more than 5 minutes from now"),
         }
     }
 }
@@ -169,6 +173,94 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Lowercase hex HMAC of `body` under `key`, for tests, fuzzing and examples that sign deliveries.
 pub fn sign_hex(algorithm: Algorithm, key: &[u8], body: &[u8]) -> String {
     hex::encode(mac(algorithm, key, body))
+}
+
+/// How far a Standard Webhooks timestamp may be from now, either way, in seconds (the spec's
+/// reference libraries use the same 5 minutes).
+pub const REPLAY_WINDOW_SECS: u64 = 300;
+
+/// The secret of a Standard Webhooks signing token, `whsec_<base64>` (as GitLab shows it; white
+/// space around it, such as a key file's final newline, is ignored). `None` for any other key.
+pub fn signing_secret(key: &[u8]) -> Option<Vec<u8>> {
+    let token = std::str::from_utf8(key).ok()?.trim();
+    let encoded = token.strip_prefix("whsec_")?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .filter(|secret| !secret.is_empty())
+}
+
+/// The three headers of a Standard Webhooks delivery, as sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StandardHeaders<'a> {
+    pub id: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
+/// Checks a Standard Webhooks delivery (standard-webhooks/standard-webhooks `spec/standard-webhooks.md`):
+/// `webhook-signature` holds space-separated `v1,<base64 HMAC-SHA256>` signatures of
+/// `{webhook-id}.{webhook-timestamp}.{body}`; one that matches is enough, other versions are
+/// skipped. `webhook-timestamp` (Unix seconds) must be within [`REPLAY_WINDOW_SECS`] of `now`.
+pub fn verify_standard(
+    headers: StandardHeaders<'_>,
+    secret: &[u8],
+    body: &[u8],
+    now: u64,
+) -> Result<(), SignatureError> {
+    let id = headers.id.ok_or(SignatureError::Missing("webhook-id"))?;
+    let timestamp = headers
+        .timestamp
+        .ok_or(SignatureError::Missing("webhook-timestamp"))?;
+    let signatures = headers
+        .signature
+        .ok_or(SignatureError::Missing("webhook-signature"))?;
+    let seconds =
+        parse_unix_seconds(timestamp).ok_or(SignatureError::Malformed("webhook-timestamp"))?;
+    if seconds.abs_diff(now) > REPLAY_WINDOW_SECS {
+        return Err(SignatureError::Stale("webhook-timestamp"));
+    }
+    let expected = standard_mac(secret, id, timestamp, body);
+    let mut any = false;
+    for encoded in signatures.split(' ').filter_map(|s| s.strip_prefix("v1,")) {
+        any = true;
+        let tag = base64::engine::general_purpose::STANDARD.decode(encoded);
+        if tag.is_ok_and(|tag| constant_time_eq(&expected, &tag)) {
+            return Ok(());
+        }
+    }
+    Err(if any {
+        SignatureError::Mismatch("webhook-signature")
+    } else {
+        SignatureError::Malformed("webhook-signature")
+    })
+}
+
+/// The `webhook-signature` value a Standard Webhooks sender computes: `v1,<base64>`.
+pub fn sign_standard(secret: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
+    let tag = standard_mac(secret, id, timestamp, body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag)
+    )
+}
+
+fn standard_mac(secret: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
+    let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body].concat();
+    mac(Algorithm::Sha256, secret, &signed)
+}
+
+/// Decimal Unix seconds, digits only (no sign, no space), at most 19 digits.
+fn parse_unix_seconds(text: &str) -> Option<u64> {
+    let digits = !text.is_empty() && text.len() <= 19 && text.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| text.parse().ok()).flatten()
+}
+
+/// Now, in Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -283,5 +375,163 @@ mod tests {
         let text = format!("{err} {err:?}");
         assert!(!text.contains(&expected));
         assert!(!text.contains("Secret"));
+    }
+
+    // The spec's own vector (standard-webhooks `libraries/go/webhook_test.go`, `TestWebhookSign`,
+    // and every other reference library).
+    const SW_TOKEN: &[u8] = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SW_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SW_TIMESTAMP: &str = "1614265330";
+    const SW_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SW_SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn sw(signature: &str, timestamp: &str) -> StandardHeaders<'static> {
+        StandardHeaders {
+            id: Some(SW_ID),
+            timestamp: Some(timestamp.to_owned().leak()),
+            signature: Some(signature.to_owned().leak()),
+        }
+    }
+
+    fn sw_secret() -> Vec<u8> {
+        signing_secret(SW_TOKEN).unwrap()
+    }
+
+    #[test]
+    fn standard_webhooks_spec_vector() {
+        let secret = sw_secret();
+        assert_eq!(
+            sign_standard(&secret, SW_ID, SW_TIMESTAMP, SW_BODY),
+            SW_SIGNATURE
+        );
+        let at = 1_614_265_330;
+        assert_eq!(
+            verify_standard(sw(SW_SIGNATURE, SW_TIMESTAMP), &secret, SW_BODY, at),
+            Ok(())
+        );
+        // The key file's newline is ignored; a key that is not a token is not one.
+        assert_eq!(
+            signing_secret(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"),
+            Some(secret)
+        );
+        assert_eq!(signing_secret(b"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), None);
+        assert_eq!(signing_secret(b"whsec_not base64!"), None);
+        assert_eq!(signing_secret(b"whsec_"), None);
+    }
+
+    #[test]
+    fn standard_webhooks_refuses_tampering_wrong_keys_and_stale_timestamps() {
+        let secret = sw_secret();
+        let at = 1_614_265_330;
+        let check =
+            |headers, secret: &[u8], body: &[u8], now| verify_standard(headers, secret, body, now);
+        let mismatch = Err(SignatureError::Mismatch("webhook-signature"));
+        assert_eq!(
+            check(
+                sw(SW_SIGNATURE, SW_TIMESTAMP),
+                &secret,
+                br#"{"test": 2432232315}"#,
+                at
+            ),
+            mismatch
+        );
+        assert_eq!(
+            check(
+                sw(SW_SIGNATURE, SW_TIMESTAMP),
+                b"another secret",
+                SW_BODY,
+                at
+            ),
+            mismatch
+        );
+        // The timestamp is signed: moving it breaks the signature.
+        assert_eq!(
+            check(sw(SW_SIGNATURE, "1614265331"), &secret, SW_BODY, at),
+            mismatch
+        );
+        let stale = Err(SignatureError::Stale("webhook-timestamp"));
+        assert_eq!(
+            check(sw(SW_SIGNATURE, SW_TIMESTAMP), &secret, SW_BODY, at + 301),
+            stale
+        );
+        assert_eq!(
+            check(sw(SW_SIGNATURE, SW_TIMESTAMP), &secret, SW_BODY, at - 301),
+            stale
+        );
+        assert_eq!(
+            check(sw(SW_SIGNATURE, SW_TIMESTAMP), &secret, SW_BODY, at + 300),
+            Ok(())
+        );
+        assert_eq!(
+            check(sw(SW_SIGNATURE, SW_TIMESTAMP), &secret, SW_BODY, at - 300),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_takes_any_one_of_several_signatures() {
+        let secret = sw_secret();
+        let at = 1_614_265_330;
+        let other = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=";
+        let v2 = "v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=";
+        let several = format!("{other} {v2} {SW_SIGNATURE} {other}");
+        assert_eq!(
+            verify_standard(sw(&several, SW_TIMESTAMP), &secret, SW_BODY, at),
+            Ok(())
+        );
+        let none_good = format!("{other} {v2}");
+        assert_eq!(
+            verify_standard(sw(&none_good, SW_TIMESTAMP), &secret, SW_BODY, at),
+            Err(SignatureError::Mismatch("webhook-signature"))
+        );
+        assert_eq!(
+            verify_standard(sw(v2, SW_TIMESTAMP), &secret, SW_BODY, at),
+            Err(SignatureError::Malformed("webhook-signature"))
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_headers_missing_or_malformed() {
+        let secret = sw_secret();
+        let at = 1_614_265_330;
+        let full = sw(SW_SIGNATURE, SW_TIMESTAMP);
+        for (headers, want) in [
+            (
+                StandardHeaders { id: None, ..full },
+                SignatureError::Missing("webhook-id"),
+            ),
+            (
+                StandardHeaders {
+                    timestamp: None,
+                    ..full
+                },
+                SignatureError::Missing("webhook-timestamp"),
+            ),
+            (
+                StandardHeaders {
+                    signature: None,
+                    ..full
+                },
+                SignatureError::Missing("webhook-signature"),
+            ),
+            (
+                sw(SW_SIGNATURE, "+1614265330"),
+                SignatureError::Malformed("webhook-timestamp"),
+            ),
+            (
+                sw(SW_SIGNATURE, "1614265330.0"),
+                SignatureError::Malformed("webhook-timestamp"),
+            ),
+            (
+                sw(SW_SIGNATURE, ""),
+                SignatureError::Malformed("webhook-timestamp"),
+            ),
+            (
+                sw(SW_SIGNATURE, "99999999999999999999"),
+                SignatureError::Malformed("webhook-timestamp"),
+            ),
+        ] {
+            assert_eq!(verify_standard(headers, &secret, SW_BODY, at), Err(want));
+        }
     }
 }

@@ -3,6 +3,12 @@
 //! - Authentication: `X-Gitlab-Token` must equal the key byte for byte (compared in constant
 //!   time); missing or different → 401. A key file with a trailing newline never matches: GitLab
 //!   sends the token as typed.
+//! - Signing tokens (Standard Webhooks; GitLab's webhook form's "Signing token", added in 2026
+//!   behind the `webhook_signing_token` feature flag): when the key file holds the token as GitLab
+//!   shows it, `whsec_<base64 of 32 bytes>`, the delivery must carry `webhook-id` (the same value
+//!   as `Idempotency-Key`), `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of
+//!   "{id}.{timestamp}.{body}">` (one of several space-separated ones matching is enough), with a
+//!   timestamp within 5 minutes of now; `X-Gitlab-Token` is then not looked at.
 //! - Events (`X-Gitlab-Event`): `Push Hook` and `Tag Push Hook` → a git change
 //!   (`project.git_ssh_url`, `ref`); any other event → 200 ignored, because GitLab disables hooks
 //!   that keep answering 4xx; header missing → 400.
@@ -13,20 +19,16 @@
 use serde::Deserialize;
 
 use super::{decode_json, printable, required_header, unauthorized};
-use super::{first_header, Incoming, Outcome, RegistryHost, Rejection, Settings};
+use super::{first_header, standard_headers, standard_sample_headers};
+use super::{Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::change::Change;
-use crate::signature::tokens_equal;
+use crate::signature::{signing_secret, tokens_equal, unix_now, verify_standard};
 
 /// Only the route digest uses `registryHost`.
 pub const REGISTRY_HOST: RegistryHost = RegistryHost::Unused;
 
 pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
-    let token = incoming
-        .header("X-Gitlab-Token")
-        .ok_or_else(|| unauthorized("X-Gitlab-Token header missing"))?;
-    if !tokens_equal(token.as_bytes(), settings.key.bytes()) {
-        return Err(unauthorized("X-Gitlab-Token does not match the key"));
-    }
+    authenticate(incoming, settings.key.bytes())?;
     match required_header(incoming, "X-Gitlab-Event")? {
         "Push Hook" | "Tag Push Hook" => {
             let push: Push = decode_json("GitLab push payload", &incoming.body)?;
@@ -39,15 +41,40 @@ pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejec
     }
 }
 
+fn authenticate(incoming: &Incoming, key: &[u8]) -> Result<(), Rejection> {
+    if let Some(secret) = signing_secret(key) {
+        let headers = standard_headers(incoming);
+        return verify_standard(headers, &secret, &incoming.body, unix_now()).map_err(unauthorized);
+    }
+    let token = incoming
+        .header("X-Gitlab-Token")
+        .ok_or_else(|| unauthorized("X-Gitlab-Token header missing"))?;
+    if tokens_equal(token.as_bytes(), key) {
+        Ok(())
+    } else {
+        Err(unauthorized("X-Gitlab-Token does not match the key"))
+    }
+}
+
 pub fn delivery_id(headers: &[(String, String)], _body: &[u8]) -> Option<String> {
-    first_header(headers, &["Idempotency-Key", "X-Gitlab-Event-UUID"])
+    first_header(
+        headers,
+        &["Idempotency-Key", "webhook-id", "X-Gitlab-Event-UUID"],
+    )
 }
 
 /// The smallest push GitLab could send.
 pub const SAMPLE_BODY: &[u8] =
     br#"{"ref":"refs/heads/main","project":{"git_ssh_url":"git@gitlab.com:acme/app.git"}}"#;
 
+/// With a signing token as the key, signed as GitLab signs; else with `X-Gitlab-Token`.
 pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
+    if let Some(secret) = signing_secret(key) {
+        let mut headers = standard_sample_headers(&secret, body);
+        headers.push(("X-Gitlab-Event", "Push Hook".into()));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        return Incoming::post(&headers, body);
+    }
     Incoming::post(
         &[
             ("X-Gitlab-Event", "Push Hook"),
@@ -147,5 +174,49 @@ mod tests {
             Some(KEY),
             br#"{"ref":"refs/heads/main","project":{"git_ssh_url":null}}"#
         )));
+    }
+
+    /// A signing token as GitLab shows it (`whsec_` + base64 of 32 bytes), with the newline a
+    /// key file written by `echo` ends in.
+    const TOKEN: &[u8] = b"whsec_c2lnbmluZy10b2tlbi1mb3ItZmx1eC1yZWN2LXRlc3Q=\n";
+
+    fn signed(headers: &[(&'static str, String)], body: &[u8]) -> Result<Outcome, Rejection> {
+        let mut all: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        all.push(("X-Gitlab-Event", "Push Hook"));
+        let settings = Settings::new(crate::signature::Key::new(TOKEN.to_vec()));
+        handle(&incoming(&all, body), &settings)
+    }
+
+    #[test]
+    fn a_signing_token_checks_the_standard_webhooks_signature() {
+        let secret = signing_secret(TOKEN).unwrap();
+        assert_eq!(secret.len(), 32);
+        let good = standard_sample_headers(&secret, PUSH);
+        assert_eq!(
+            signed(&good, PUSH).unwrap(),
+            Outcome::Notify(vec![git(REPO, "main")])
+        );
+        // Tampered body, another token's signature, no signature, a stale timestamp: all 401.
+        assert!(is_unauthorized(&signed(&good, TAG_PUSH)));
+        let other = standard_sample_headers(b"another secret of thirty-two b!!", PUSH);
+        assert!(is_unauthorized(&signed(&other, PUSH)));
+        assert!(is_unauthorized(&signed(&good[..2], PUSH)));
+        let old = (unix_now() - 301).to_string();
+        let id = "msg_1";
+        let stale = vec![
+            ("webhook-id", id.to_owned()),
+            ("webhook-timestamp", old.clone()),
+            (
+                "webhook-signature",
+                crate::signature::sign_standard(&secret, id, &old, PUSH),
+            ),
+        ];
+        assert!(is_unauthorized(&signed(&stale, PUSH)));
+        // The plain token is no longer accepted in place of a signature.
+        let token = vec![(
+            "X-Gitlab-Token",
+            String::from_utf8_lossy(TOKEN).trim().to_owned(),
+        )];
+        assert!(is_unauthorized(&signed(&token, PUSH)));
     }
 }

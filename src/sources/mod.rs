@@ -26,7 +26,7 @@ pub mod zot;
 use std::sync::Arc;
 
 use crate::change::Change;
-use crate::signature::Key;
+use crate::signature::{Key, StandardHeaders};
 
 /// Declares the closed set of sources once: the enum, its config names, and its dispatch.
 macro_rules! sources {
@@ -284,6 +284,27 @@ pub(crate) fn required_header<'a>(
     incoming
         .header(name)
         .ok_or_else(|| Rejection::Malformed(format!("{name} header missing").into()))
+}
+
+/// The Standard Webhooks headers of a delivery (GitLab signing tokens, Generic).
+pub(crate) fn standard_headers(incoming: &Incoming) -> StandardHeaders<'_> {
+    StandardHeaders {
+        id: incoming.header("webhook-id"),
+        timestamp: incoming.header("webhook-timestamp"),
+        signature: incoming.header("webhook-signature"),
+    }
+}
+
+/// Standard Webhooks headers signing `body` now with `secret`: for samples and tests.
+pub(crate) fn standard_sample_headers(secret: &[u8], body: &[u8]) -> Vec<(&'static str, String)> {
+    let id = "msg_2b9kQ1f3sZ7yXw4vT8uR6pLmN0a";
+    let timestamp = crate::signature::unix_now().to_string();
+    let signature = crate::signature::sign_standard(secret, id, &timestamp, body);
+    vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", timestamp),
+        ("webhook-signature", signature),
+    ]
 }
 
 /// A rejection for a request that did not authenticate, from any error or text.
