@@ -9,6 +9,7 @@
 
 pub mod acr;
 pub mod artifactory;
+pub mod azure_devops;
 pub mod bitbucket_cloud;
 pub mod bitbucket_server;
 pub mod distribution;
@@ -82,7 +83,7 @@ macro_rules! sources {
 
 sources! {
     GitHub => github, "HMAC: X-Hub-Signature-256 (or X-Hub-Signature sha1/sha256/sha512)";
-    GitLab => gitlab, "token: X-Gitlab-Token equals the key";
+    GitLab => gitlab, "token: X-Gitlab-Token equals the key; with a signing token (whsec_…) as the key, the Standard Webhooks signature";
     BitbucketCloud => bitbucket_cloud, "the URL; X-Hub-Signature sha256 HMAC when present";
     BitbucketServer => bitbucket_server, "HMAC: X-Hub-Signature";
     DockerHub => dockerhub, "the URL is the secret (Docker Hub signs nothing)";
@@ -95,6 +96,7 @@ sources! {
     AzureContainerRegistry => acr, "token: Authorization: Bearer <key>, a custom header of the webhook";
     Artifactory => artifactory, "token: X-JFrog-Event-Auth equals the key, or is its HMAC-SHA256 of the body";
     Gitea => gitea, "HMAC: X-Gitea-Signature (Forgejo: X-Forgejo-Signature, Gogs: X-Gogs-Signature), hex SHA-256; for Gitea, Forgejo and Gogs";
+    AzureDevOps => azure_devops, "token: HTTP Basic with the key as the password, set on the service hook";
 }
 
 impl Source {

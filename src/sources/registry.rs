@@ -1,6 +1,7 @@
 //! What the registry sources share: the `Authorization` checks their senders' configurable
-//! headers allow, CNCF Distribution's event shape (which ACR and GitLab's registry reuse), and one
-//! change per image however many events name it.
+//! headers allow (Azure DevOps' service hooks use the Basic one too), CNCF Distribution's event
+//! shape (which ACR and GitLab's registry reuse), and one change per image however many events
+//! name it.
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -16,6 +17,8 @@ pub(crate) enum Scheme {
     Bearer,
     /// `Bearer <key>`, or `Basic` with the key as the password (any user name).
     BearerOrBasic,
+    /// `Basic` with the key as the password (any user name).
+    Basic,
 }
 
 /// Checks `Authorization` against the key, in constant time; the error never holds either.
@@ -25,9 +28,9 @@ pub(crate) fn authorize(header: Option<&str>, key: &[u8], scheme: Scheme) -> Res
         .trim()
         .split_once(' ')
         .ok_or_else(|| unauthorized("Authorization is not `<scheme> <credentials>`"))?;
-    let presented: Vec<u8> = if kind.eq_ignore_ascii_case("Bearer") {
+    let presented: Vec<u8> = if kind.eq_ignore_ascii_case("Bearer") && scheme != Scheme::Basic {
         credentials.trim().as_bytes().to_vec()
-    } else if kind.eq_ignore_ascii_case("Basic") && scheme == Scheme::BearerOrBasic {
+    } else if kind.eq_ignore_ascii_case("Basic") && scheme != Scheme::Bearer {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(credentials.trim())
             .map_err(|_| unauthorized("Authorization: Basic credentials are not base64"))?;
