@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::app;
+use crate::change::Change;
+use crate::commands::{Notify, CHECK_HELP, DIGEST_HELP, ENDPOINTS_HELP, NOTIFY_HELP};
 use crate::log::{Format, Level};
 use crate::sources::Source;
 
@@ -68,7 +70,7 @@ const SECONDS: Value = Value::Seconds {
 };
 
 /// Every flag that takes a value.
-pub const FLAGS: [Flag; 16] = [
+pub const FLAGS: [Flag; 21] = [
     flag("--config", "FILE", Some("fluxrecv.yaml"), Value::Text, "config file; key paths are relative to its folder"),
     flag("--listen", "ADDR", Some(":8080"), Value::Text, "address to serve on; :PORT means all interfaces"),
     flag("--listen-metrics", "ADDR", None, Value::Text, "serve /metrics there instead of on --listen"),
@@ -85,6 +87,22 @@ pub const FLAGS: [Flag; 16] = [
     flag("--log-level", "LEVEL", Some("info"), Value::Word(&["error", "warn", "info", "debug"]), "error, warn, info or debug"),
     flag("--base-url", "URL", None, Value::Text, "endpoints: print full URLs under this base"),
     flag("--registry-host", "HOST", None, Value::Text, "digest: the endpoint's registryHost"),
+    flag("--url", "URL", None, Value::Text, "notify: the Generic endpoint's full URL"),
+    flag("--key-file", "FILE", None, Value::Text, "notify: the endpoint's key file"),
+    flag("--git", "URL", None, Value::Text, "notify: the git repository pushed to (with --branch)"),
+    flag("--branch", "BRANCH", None, Value::Text, "notify: the branch pushed to"),
+    flag("--image", "REF", None, Value::Text, "notify: the image pushed (host/repo[:tag])"),
+];
+
+/// The flags only sub-commands read (not in the README's serving flags table).
+pub const SUBCOMMAND_FLAGS: [&str; 7] = [
+    "--base-url",
+    "--registry-host",
+    "--url",
+    "--key-file",
+    "--git",
+    "--branch",
+    "--image",
 ];
 
 /// What to do.
@@ -102,6 +120,7 @@ pub enum Command {
         key_file: PathBuf,
         registry_host: Option<String>,
     },
+    Notify(Notify),
     Help(String),
     Version,
 }
@@ -117,25 +136,6 @@ pub struct Serve {
     pub log_level: Level,
 }
 
-const ENDPOINTS_HELP: &str = "Usage: flux-recv endpoints [--config FILE] [--base-url URL]
-
-Prints one row per endpoint: source, key path, its hook path (or, with --base-url, the full URL
-to give the provider) and the downstreams it feeds. Reads the config and keys; binds nothing.
-Exit 0, or 1 on a bad config.
-";
-
-const CHECK_HELP: &str = "Usage: flux-recv check [--config FILE]
-
-Validates the config and every key and token file without binding a socket, lists every problem
-and warning, the downstreams and what each endpoint feeds, and exits 0 (usable) or 1 (not).
-";
-
-const DIGEST_HELP: &str = "Usage: flux-recv digest KEYFILE [--registry-host HOST]
-
-Prints the route /hook/<hex sha256(key bytes ++ registryHost)> of one key file, as the server
-would serve it. Key bytes are used as stored (a trailing newline counts).
-";
-
 /// The whole `--help` text, from the flag table and the source registry.
 pub fn help() -> String {
     let mut text = format!(
@@ -146,6 +146,8 @@ Usage:
   flux-recv endpoints [--config F] [--base-url URL]  print each endpoint's route (or full URL)
   flux-recv check [--config F]                       validate config, keys and tokens; exit 0 or 1
   flux-recv digest KEYFILE [--registry-host H]       print the route of one key
+  flux-recv notify --url U --key-file K (--git R --branch B | --image I)
+                                                     send one change to a Generic endpoint
 
 Flags (--flag VALUE or --flag=VALUE; each also from the environment, e.g. FLUX_RECV_LISTEN=:9090;
 a flag wins over the environment):
@@ -292,6 +294,8 @@ pub fn parse(raw: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
         Some("endpoints") if wants_help => Command::Help(ENDPOINTS_HELP.into()),
         Some("check") if wants_help => Command::Help(CHECK_HELP.into()),
         Some("digest") if wants_help => Command::Help(DIGEST_HELP.into()),
+        Some("notify") if wants_help => Command::Help(NOTIFY_HELP.into()),
+        Some("notify") => Command::Notify(notify(&mut r)?),
         Some("endpoints") => Command::Endpoints {
             config: config(&mut r)?,
             base_url: r.text("--base-url")?,
@@ -311,7 +315,7 @@ pub fn parse(raw: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
         }
         Some(other) => {
             return Err(format!(
-                "unknown command {other:?}; use endpoints, check or digest, or see --help"
+                "unknown command {other:?}; use endpoints, check, digest or notify, or see --help"
             ))
         }
         None if wants_help => return Ok(Command::Help(help())),
@@ -360,9 +364,31 @@ fn serve(r: &mut Reader) -> Result<Serve, String> {
         log_level: Level::parse(&r.word("--log-level")?).unwrap_or(Level::Info),
     };
     // Sub-command flags mean nothing when serving (they may come from the environment).
-    let _ = r.text("--base-url")?;
-    let _ = r.text("--registry-host")?;
+    for name in SUBCOMMAND_FLAGS {
+        let _ = r.text(name)?;
+    }
     Ok(serve)
+}
+
+fn notify(r: &mut Reader) -> Result<Notify, String> {
+    let needs = |what: &str| format!("notify needs {what}; see flux-recv notify --help");
+    let url = r
+        .text("--url")?
+        .ok_or_else(|| needs("--url, the Generic endpoint's URL"))?;
+    let key_file = r.text("--key-file")?.ok_or_else(|| needs("--key-file"))?;
+    let change = match (r.text("--git")?, r.text("--branch")?, r.text("--image")?) {
+        (Some(git), Some(branch), None) => Change::git(git, &branch),
+        (None, None, Some(image)) => {
+            Change::image(&image).map_err(|e| format!("--image {image:?}: {e}"))?
+        }
+        (Some(_), None, None) => return Err(needs("--branch with --git")),
+        _ => return Err(needs("either --git URL --branch BRANCH or --image REF")),
+    };
+    Ok(Notify {
+        url,
+        key_file: key_file.into(),
+        change,
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,51 @@
-//! The sub-commands that read a config or a key and bind nothing: `endpoints`, `check`, `digest`.
+//! The sub-commands that bind nothing: `endpoints`, `check`, `digest` read a config or a key;
+//! `notify` sends one change to a Generic endpoint, as a CI pipeline would.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::change::Change;
 use crate::config::{self, Endpoint};
 use crate::signature::Key;
 use crate::sources::Source;
+
+pub const ENDPOINTS_HELP: &str = "Usage: flux-recv endpoints [--config FILE] [--base-url URL]
+
+Prints one row per endpoint: source, key path, its hook path (or, with --base-url, the full URL
+to give the provider) and the downstreams it feeds. Reads the config and keys; binds nothing.
+Exit 0, or 1 on a bad config.
+";
+
+pub const CHECK_HELP: &str = "Usage: flux-recv check [--config FILE]
+
+Validates the config and every key and token file without binding a socket, lists every problem
+and warning, the downstreams and what each endpoint feeds, and exits 0 (usable) or 1 (not).
+";
+
+pub const DIGEST_HELP: &str = "Usage: flux-recv digest KEYFILE [--registry-host HOST]
+
+Prints the route /hook/<hex sha256(key bytes ++ registryHost)> of one key file, as the server
+would serve it. Key bytes are used as stored (a trailing newline counts).
+";
+
+pub const NOTIFY_HELP: &str =
+    "Usage: flux-recv notify --url URL --key-file FILE (--git URL --branch BRANCH | --image REF)
+
+Sends one change to a flux-recv endpoint of source Generic, signed with its key (X-Signature
+sha256=, or Standard Webhooks when the key file holds a whsec_ token), and prints the reply.
+For a CI pipeline after a push: --git git@host:org/repo.git --branch main, or
+--image mirror.internal:5000/team/app:1.2 (split as fluxd splits it; the tag is dropped).
+Exit 0 when flux-recv accepted it (2xx), 1 when it refused it or could not be reached, 2 on a
+bad command line.
+";
+
+/// `flux-recv notify`: one change, signed with a Generic endpoint's key, sent to its URL.
+#[derive(Debug)]
+pub struct Notify {
+    pub url: String,
+    pub key_file: PathBuf,
+    pub change: Change,
+}
 
 /// Loads the config, telling `report` every problem; `None` when it cannot be used.
 pub fn load_or_report(path: &Path, report: &dyn Fn(&str)) -> Option<config::Loaded> {
@@ -148,4 +188,61 @@ pub fn digest(key_file: &Path, registry_host: Option<String>) -> ExitCode {
     );
     println!("{}", endpoint.route());
     ExitCode::SUCCESS
+}
+
+/// How long `notify` waits for flux-recv's reply (it answers within its notify timeout).
+const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends the change signed as a Generic delivery; prints the reply; 0 on a 2xx answer, else 1.
+pub fn notify(request: &Notify) -> ExitCode {
+    let key = match std::fs::read(&request.key_file) {
+        Ok(key) if !key.is_empty() => key,
+        Ok(_) => {
+            print(&format!("key file {} is empty", request.key_file.display()));
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            print(&format!(
+                "cannot read key file {}: {e}",
+                request.key_file.display()
+            ));
+            return ExitCode::from(1);
+        }
+    };
+    let body = request.change.to_json();
+    let signed = Source::Generic.sample(&key, &body);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(NOTIFY_WAIT))
+        .user_agent(concat!("flux-recv/", env!("CARGO_PKG_VERSION"), " notify"))
+        .build()
+        .into();
+    let mut call = agent.post(&request.url);
+    for (name, value) in &signed.headers {
+        call = call.header(name, value);
+    }
+    match call.send(&body[..]) {
+        Ok(mut reply) => {
+            let status = reply.status().as_u16();
+            let text = reply
+                .body_mut()
+                .with_config()
+                .limit(4096)
+                .read_to_string()
+                .unwrap_or_default();
+            let line = format!("{status} {}: {}", request.change, text.trim());
+            if (200..300).contains(&status) {
+                println!("{line}");
+                ExitCode::SUCCESS
+            } else {
+                print(&format!("notify refused: {line}"));
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            print(&format!("notify: cannot reach flux-recv: {e}"));
+            ExitCode::from(1)
+        }
+    }
 }

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             key_file,
             registry_host,
         }) => commands::digest(&key_file, registry_host),
+        Ok(Command::Notify(request)) => commands::notify(&request),
         Err(why) => {
             eprintln!("flux-recv: {why}");
             ExitCode::from(2)

@@ -1,7 +1,7 @@
 //! The README's tables follow the code: the sources table lists exactly the registry's sources,
 //! the flags table exactly the flag table's flags, and the replies table every outcome word.
 
-use flux_recv::cli::FLAGS;
+use flux_recv::cli::{FLAGS, SUBCOMMAND_FLAGS};
 use flux_recv::sources::Source;
 use flux_recv::verdict::OUTCOMES;
 
@@ -39,7 +39,7 @@ fn the_flags_table_is_the_flag_table() {
     let rows = first_cells(&readme(), "| flag | default | meaning |");
     let flags: Vec<String> = FLAGS
         .iter()
-        .filter(|f| f.name != "--base-url" && f.name != "--registry-host")
+        .filter(|f| !SUBCOMMAND_FLAGS.contains(&f.name))
         .map(|f| format!("`{} {}`", f.name, f.placeholder))
         .collect();
     let mut rows_sorted = rows.clone();

@@ -15,6 +15,7 @@ pub mod bitbucket_server;
 pub mod distribution;
 pub mod dockerhub;
 pub mod gcr;
+pub mod generic;
 pub mod gitea;
 pub mod github;
 pub mod gitlab;
@@ -97,6 +98,7 @@ sources! {
     Artifactory => artifactory, "token: X-JFrog-Event-Auth equals the key, or is its HMAC-SHA256 of the body";
     Gitea => gitea, "HMAC: X-Gitea-Signature (Forgejo: X-Forgejo-Signature, Gogs: X-Gogs-Signature), hex SHA-256; for Gitea, Forgejo and Gogs";
     AzureDevOps => azure_devops, "token: HTTP Basic with the key as the password, set on the service hook";
+    Generic => generic, "HMAC: X-Signature sha256= (sha1=, sha512=) of the body, or Standard Webhooks headers; for CI pipelines and `flux-recv notify`";
 }
 
 impl Source {

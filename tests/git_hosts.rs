@@ -1,0 +1,534 @@
+//! The git hosts and the CI source end to end: Gitea/Forgejo/Gogs, Azure DevOps, GitLab with a
+//! signing token, and Generic through the real server and the recording fake fluxd; and the
+//! `flux-recv notify` sub-command against a running flux-recv.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use flux_recv::signature::{sign_standard, signing_secret, unix_now};
+
+const KEY: &[u8] = b"git-hosts-integration-key-0123456789";
+/// A signing token as GitLab shows it, ending in the newline `echo` adds to a key file.
+const TOKEN: &[u8] = b"whsec_Z2l0bGFiLXNpZ25pbmctdG9rZW4tZm9yLWUyZS10ZXN0\n";
+
+const UNAUTHORIZED: Option<&str> = Some("Unauthorized: signature or token missing or wrong");
+const BAD: Option<&str> = Some("Bad request");
+const OK: Option<&str> = Some("OK");
+
+fn row(
+    name: &'static str,
+    headers: Vec<(String, String)>,
+    body: impl AsRef<[u8]>,
+    status: u16,
+    reply: Option<&'static str>,
+    notified: Vec<&'static str>,
+) -> Case {
+    Case {
+        name,
+        headers,
+        body: body.as_ref().to_vec(),
+        status,
+        reply,
+        notified,
+    }
+}
+
+fn git_change(url: &str, branch: &str) -> &'static str {
+    format!(r#"{{"Kind":"git","Source":{{"URL":"{url}","Branch":"{branch}"}}}}"#).leak()
+}
+
+fn table(source: &'static str, key: &[u8], cases: Vec<Case>) {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let (server, _) = start(&[Ep::new(source, key)], &fluxd.api(), test_options());
+    run_cases(source, &server, &route_of(key, ""), &fluxd, cases);
+    server.stop();
+}
+
+const GITEA_REPO: &str = "git@gitea.acme.example:platform/fleet-infra.git";
+
+/// A delivery as each flavour sends it: its event and signature headers.
+fn gitea(flavour: &str, event: &str, key: &[u8], body: &[u8]) -> Vec<(String, String)> {
+    let signature = hmac_hex("sha256", key, body);
+    let mut headers = h(&[("Content-Type", "application/json")]);
+    let names: &[(&str, &str)] = match flavour {
+        "Forgejo" => &[
+            ("X-Forgejo-Event", "X-Forgejo-Signature"),
+            ("X-Gitea-Event", "X-Gitea-Signature"),
+        ],
+        "Gogs" => &[("X-Gogs-Event", "X-Gogs-Signature")],
+        _ => &[("X-Gitea-Event", "X-Gitea-Signature")],
+    };
+    for (event_header, signature_header) in names {
+        headers.extend(h(&[(event_header, event), (signature_header, &signature)]));
+    }
+    headers.extend(h(&[(
+        "X-Gitea-Delivery",
+        "f6266f16-1bf3-46a5-9ea4-602e06ead473",
+    )]));
+    headers
+}
+
+#[test]
+fn gitea_table() {
+    let push = include_bytes!("fixtures/gitea/push.json");
+    let tag = include_bytes!("fixtures/gitea/push_tag.json");
+    let main = git_change(GITEA_REPO, "main");
+    let mut cases = Vec::new();
+    for flavour in ["Gitea", "Forgejo", "Gogs"] {
+        let name: &'static str = format!("{flavour} push").leak();
+        cases.push(row(
+            name,
+            gitea(flavour, "push", KEY, push),
+            push,
+            200,
+            OK,
+            vec![main],
+        ));
+    }
+    cases.extend([
+        row(
+            "tag push",
+            gitea("Gitea", "push", KEY, tag),
+            tag,
+            200,
+            OK,
+            vec![git_change(GITEA_REPO, "refs/tags/v1.4.0")],
+        ),
+        row(
+            "branch deleted",
+            gitea(
+                "Gitea",
+                "delete",
+                KEY,
+                include_bytes!("fixtures/gitea/delete_branch.json"),
+            ),
+            include_bytes!("fixtures/gitea/delete_branch.json"),
+            200,
+            OK,
+            vec![git_change(GITEA_REPO, "feature/old-ui")],
+        ),
+        row(
+            "create",
+            gitea(
+                "Gitea",
+                "create",
+                KEY,
+                include_bytes!("fixtures/gitea/create_branch.json"),
+            ),
+            include_bytes!("fixtures/gitea/create_branch.json"),
+            200,
+            Some("ignored: event create"),
+            vec![],
+        ),
+        row(
+            "issues",
+            gitea(
+                "Gitea",
+                "issues",
+                KEY,
+                include_bytes!("fixtures/gitea/issues.json"),
+            ),
+            include_bytes!("fixtures/gitea/issues.json"),
+            200,
+            Some("ignored: event issues"),
+            vec![],
+        ),
+        row(
+            "wrong key",
+            gitea("Gitea", "push", b"another key", push),
+            push,
+            401,
+            UNAUTHORIZED,
+            vec![],
+        ),
+        row(
+            "unsigned",
+            h(&[("X-Gitea-Event", "push")]),
+            push,
+            401,
+            UNAUTHORIZED,
+            vec![],
+        ),
+        row(
+            "no event header",
+            h(&[("X-Gitea-Signature", &hmac_hex("sha256", KEY, push))]),
+            push,
+            400,
+            BAD,
+            vec![],
+        ),
+        row(
+            "malformed",
+            gitea("Gitea", "push", KEY, b"{\"ref\":"),
+            b"{\"ref\":",
+            400,
+            BAD,
+            vec![],
+        ),
+    ]);
+    table("Gitea", KEY, cases);
+}
+
+fn basic(password: &[u8]) -> Vec<(String, String)> {
+    let credentials = [b"flux-recv:".as_slice(), password].concat();
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    );
+    h(&[
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("Authorization", &auth),
+    ])
+}
+
+#[test]
+fn azure_devops_table() {
+    let push = include_bytes!("fixtures/azure_devops/git_push.json");
+    let ssh = "git@ssh.dev.azure.com:v3/acme/platform/fleet-infra";
+    let cases = vec![
+        row(
+            "push",
+            basic(KEY),
+            push,
+            200,
+            OK,
+            vec![git_change(ssh, "main")],
+        ),
+        row(
+            "push without sshUrl",
+            basic(KEY),
+            include_bytes!("fixtures/azure_devops/git_push_remote_url_only.json"),
+            200,
+            OK,
+            vec![git_change(
+                "https://dev.azure.com/acme/platform/_git/fleet-infra",
+                "main",
+            )],
+        ),
+        row(
+            "three refs, one deleted",
+            basic(KEY),
+            include_bytes!("fixtures/azure_devops/git_push_three_refs.json"),
+            200,
+            OK,
+            vec![git_change(ssh, "main"), git_change(ssh, "refs/tags/v1.4.0")],
+        ),
+        row(
+            "branch deleted",
+            basic(KEY),
+            include_bytes!("fixtures/azure_devops/branch_deleted.json"),
+            200,
+            Some("ignored: push of deletions only"),
+            vec![],
+        ),
+        row(
+            "pull request",
+            basic(KEY),
+            include_bytes!("fixtures/azure_devops/pullrequest_created.json"),
+            200,
+            Some("ignored: event git.pullrequest.created"),
+            vec![],
+        ),
+        row(
+            "wrong password",
+            basic(b"wrong"),
+            push,
+            401,
+            UNAUTHORIZED,
+            vec![],
+        ),
+        row(
+            "no Authorization",
+            h(&[("Content-Type", "application/json")]),
+            push,
+            401,
+            UNAUTHORIZED,
+            vec![],
+        ),
+        row(
+            "malformed",
+            basic(KEY),
+            b"{\"eventType\":",
+            400,
+            BAD,
+            vec![],
+        ),
+    ];
+    table("AzureDevOps", KEY, cases);
+}
+
+/// Standard Webhooks headers for `body`, signed at `timestamp` with `secret`.
+fn standard(secret: &[u8], timestamp: u64, body: &[u8]) -> Vec<(String, String)> {
+    let id = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W";
+    let timestamp = timestamp.to_string();
+    h(&[
+        ("webhook-id", id),
+        ("webhook-timestamp", &timestamp),
+        (
+            "webhook-signature",
+            &sign_standard(secret, id, &timestamp, body),
+        ),
+    ])
+}
+
+#[test]
+fn gitlab_signing_token_table() {
+    let push = common::GITLAB_PUSH;
+    let secret = signing_secret(TOKEN).expect("a signing token");
+    let with_event = |mut headers: Vec<(String, String)>| {
+        headers.extend(h(&[
+            ("X-Gitlab-Event", "Push Hook"),
+            ("Content-Type", "application/json"),
+        ]));
+        headers
+    };
+    let main = git_change("git@gitlab.example.com:platform/fleet-infra.git", "main");
+    let now = unix_now();
+    let several = {
+        let mut headers = standard(&secret, now, push);
+        let good = headers[2].1.clone();
+        headers[2].1 = format!("v1,AAAA v2,{} {good}", &good[3..]);
+        headers
+    };
+    let cases = vec![
+        row(
+            "signed push",
+            with_event(standard(&secret, now, push)),
+            push,
+            200,
+            OK,
+            vec![main],
+        ),
+        row(
+            "one good signature among several",
+            with_event(several),
+            push,
+            200,
+            OK,
+            vec![main],
+        ),
+        row(
+            "signed 10 minutes ago",
+            with_event(standard(&secret, now - 600, push)),
+            push,
+            401,
+            UNAUTHORIZED,
+            vec![],
+        ),
+        row(
+            "signed 10 minutes ahead",
+            with_event(standard(&secret, now + 600, push)),
+            push,
+            401,
+            UNAUTHORIZED,
+            vec![],
+        ),
+        row(
+            "another body",
+            with_event(standard(&secret, now, b"{}")),
+            push,
+            401,
+            UNAUTHORIZED,
+            vec![],
+        ),
+        row(
+            "X-Gitlab-Token alone",
+            with_event(h(&[(
+                "X-Gitlab-Token",
+                std::str::from_utf8(TOKEN).unwrap().trim(),
+            )])),
+            push,
+            401,
+            UNAUTHORIZED,
+            vec![],
+        ),
+    ];
+    table("GitLab", TOKEN, cases);
+}
+
+fn x_signature(key: &[u8], body: &[u8]) -> Vec<(String, String)> {
+    h(&[(
+        "X-Signature",
+        &format!("sha256={}", hmac_hex("sha256", key, body)),
+    )])
+}
+
+#[test]
+fn generic_table() {
+    let git = include_bytes!("fixtures/generic/git.json");
+    let list = include_bytes!("fixtures/generic/list.json");
+    let main = git_change(GITEA_REPO, "main");
+    let image = |name: &str| -> &'static str {
+        format!(r#"{{"Kind":"image","Source":{{"Name":{{"Domain":"mirror.internal:5000","Image":"{name}"}}}}}}"#).leak()
+    };
+    let lowercase = br#"{"kind":"image","source":{"name":{"domain":"mirror.internal:5000","image":"team-a/podinfo"}}}"#;
+    let sha512 = h(&[(
+        "X-Signature",
+        &format!("sha512={}", hmac_hex("sha512", KEY, git)),
+    )]);
+    let cases = vec![
+        row(
+            "one git change",
+            x_signature(KEY, git),
+            git,
+            200,
+            OK,
+            vec![main],
+        ),
+        row(
+            "a list, repeats sent once",
+            x_signature(KEY, list),
+            list,
+            200,
+            OK,
+            vec![image("team-a/podinfo"), image("team-b/api"), main],
+        ),
+        row(
+            "keys in lower case, re-encoded",
+            x_signature(KEY, lowercase),
+            lowercase,
+            200,
+            OK,
+            vec![image("team-a/podinfo")],
+        ),
+        row("sha512", sha512, git, 200, OK, vec![main]),
+        row(
+            "Standard Webhooks",
+            standard(KEY, unix_now(), git),
+            git,
+            200,
+            OK,
+            vec![main],
+        ),
+        row(
+            "wrong key",
+            x_signature(b"another key", git),
+            git,
+            401,
+            UNAUTHORIZED,
+            vec![],
+        ),
+        row("unsigned", vec![], git, 401, UNAUTHORIZED, vec![]),
+        row(
+            "unknown kind",
+            x_signature(KEY, br#"{"Kind":"helm","Source":{}}"#),
+            br#"{"Kind":"helm","Source":{}}"#,
+            400,
+            BAD,
+            vec![],
+        ),
+        row(
+            "no Source",
+            x_signature(KEY, br#"{"Kind":"git"}"#),
+            br#"{"Kind":"git"}"#,
+            400,
+            BAD,
+            vec![],
+        ),
+        row(
+            "not JSON",
+            x_signature(KEY, b"push!"),
+            b"push!",
+            400,
+            BAD,
+            vec![],
+        ),
+    ];
+    table("Generic", KEY, cases);
+}
+
+fn notify(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_flux-recv"))
+        .arg("notify")
+        .args(args)
+        .output()
+        .expect("run flux-recv notify")
+}
+
+#[test]
+fn notify_sends_a_signed_change_and_reports_a_refusal() {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let dir = temp_dir("notify");
+    let yaml = format!(
+        "fluxRecvVersion: 1\napi: {}\nendpoints:\n- source: Generic\n  keyPath: ci.key\n- source: Generic\n  keyPath: sw.key\n",
+        fluxd.api()
+    );
+    let config = write_yaml(&dir, &yaml, &[("ci.key", KEY), ("sw.key", TOKEN)]);
+    let recv = Proc::start(&["--config", &config.display().to_string()]);
+    let url = |key: &[u8]| format!("http://{}{}", recv.addr, route_of(key, ""));
+    let key_file = |name: &str| dir.join(name).display().to_string();
+
+    let out = notify(&[
+        "--url",
+        &url(KEY),
+        "--key-file",
+        &key_file("ci.key"),
+        "--git",
+        GITEA_REPO,
+        "--branch",
+        "main",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.starts_with("200 "), "{stdout}");
+    assert_eq!(fluxd.bodies(), vec![git_change(GITEA_REPO, "main")]);
+
+    // A whsec_ key signs with Standard Webhooks; an image is split as fluxd splits it.
+    fluxd.clear();
+    let out = notify(&[
+        "--url",
+        &url(TOKEN),
+        "--key-file",
+        &key_file("sw.key"),
+        "--image",
+        "mirror.internal:5000/team-a/podinfo:6.5.1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        fluxd.bodies(),
+        vec![
+            r#"{"Kind":"image","Source":{"Name":{"Domain":"mirror.internal:5000","Image":"team-a/podinfo"}}}"#
+        ]
+    );
+
+    // The wrong key: exit 1, the 401 printed, fluxd not called.
+    fluxd.clear();
+    std::fs::write(dir.join("wrong.key"), b"not the key").unwrap();
+    let out = notify(&[
+        "--url",
+        &url(KEY),
+        "--key-file",
+        &key_file("wrong.key"),
+        "--git",
+        GITEA_REPO,
+        "--branch",
+        "main",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(fluxd.bodies().is_empty());
+
+    // Nobody listening: exit 1 and say so; a bad command line: exit 2.
+    let out = notify(&[
+        "--url",
+        &format!("http://{}/hook/x", free_addr()),
+        "--key-file",
+        &key_file("ci.key"),
+        "--image",
+        "a/b",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+    let out = notify(&[
+        "--url",
+        &url(KEY),
+        "--key-file",
+        &key_file("ci.key"),
+        "--git",
+        GITEA_REPO,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--branch"));
+}
