@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::change::ImageName;
 use crate::config;
 use crate::server::{frame_request, Refusal};
-use crate::signature::{self, Algorithm, Key};
-use crate::sources::{Outcome, Rejection, Settings, Source};
+use crate::signature::{self, Algorithm, Key, StandardHeaders};
+use crate::sources::{generic, Outcome, Rejection, Settings, Source};
 
 const FUZZ_KEY: &[u8] = b"fuzz-key-0123456789abcdef";
 const FUZZ_MAX_BODY: u64 = 64 * 1024;
@@ -138,6 +138,71 @@ pub fn signature_header(data: &[u8]) {
             .iter()
             .any(|a| lower.ends_with(&signature::sign_hex(*a, FUZZ_KEY, data)));
         assert!(any, "a forged signature passed: {text:?}");
+    }
+}
+
+/// The Standard Webhooks checker: the input is `id`, `timestamp`, `signature` and the body,
+/// separated by newlines; "now" is the timestamp itself, so that the window lets it through.
+pub fn standard_webhooks(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.splitn(4, '\n');
+    let (id, timestamp, signature) = (parts.next(), parts.next(), parts.next());
+    let body = parts.next().unwrap_or("").as_bytes();
+    let now = timestamp.and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    let headers = StandardHeaders {
+        id,
+        timestamp,
+        signature,
+    };
+    let verdict = signature::verify_standard(headers, FUZZ_KEY, body, now);
+    let (Some(id), Some(timestamp)) = (id, timestamp) else {
+        assert!(verdict.is_err());
+        return;
+    };
+    let genuine = signature::sign_standard(FUZZ_KEY, id, timestamp, body);
+    if verdict.is_ok() {
+        // Only the MAC of this id, timestamp and body under this key may pass.
+        let decode =
+            |s: &str| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s);
+        let want = decode(&genuine[3..]).ok();
+        let presented = signature
+            .unwrap_or("")
+            .split(' ')
+            .filter_map(|s| s.strip_prefix("v1,"));
+        assert!(
+            presented.map(|s| decode(s).ok()).any(|tag| tag == want),
+            "a forged signature passed: {text:?}"
+        );
+    }
+    // The genuine signature, among whatever else was sent, passes whenever the timestamp is one.
+    let appended = format!("{} {genuine}", signature.unwrap_or(""));
+    let headers = StandardHeaders {
+        id: Some(id),
+        timestamp: Some(timestamp),
+        signature: Some(&appended),
+    };
+    let timestamp_ok = !timestamp.is_empty()
+        && timestamp.len() <= 19
+        && timestamp.bytes().all(|b| b.is_ascii_digit());
+    assert_eq!(
+        signature::verify_standard(headers, FUZZ_KEY, body, now).is_ok(),
+        timestamp_ok,
+        "{text:?}"
+    );
+}
+
+/// Generic's change decoding: what it accepts re-encodes to JSON that decodes to the same change.
+pub fn generic_changes(data: &[u8]) {
+    match generic::decode_changes(data) {
+        Ok(changes) => {
+            assert!(!changes.is_empty() && changes.len() <= generic::MAX_CHANGES);
+            for change in changes {
+                let again = generic::decode_changes(&change.to_json()).ok();
+                assert_eq!(again, Some(vec![change]));
+            }
+        }
+        Err(Rejection::Malformed(_)) => {}
+        Err(other) => panic!("decoding refused with {other:?}"),
     }
 }
 

@@ -43,6 +43,16 @@ fn signature_header_corpus() {
 }
 
 #[test]
+fn standard_webhooks_corpus() {
+    replay("standard_webhooks", flux_recv::fuzzing::standard_webhooks);
+}
+
+#[test]
+fn generic_changes_corpus() {
+    replay("generic_changes", flux_recv::fuzzing::generic_changes);
+}
+
+#[test]
 fn config_yaml_corpus() {
     replay("config_yaml", flux_recv::fuzzing::config_yaml);
 }
