@@ -532,3 +532,71 @@ fn notify_sends_a_signed_change_and_reports_a_refusal() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--branch"));
 }
+
+/// Each source's own delivery id is the reply's `X-Request-Id` (and the log line's `delivery=`).
+#[test]
+fn delivery_ids_become_the_request_id() {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let keys: [&[u8]; 4] = [
+        b"gitea-id-key-0123456789",
+        b"azure-id-key-0123456789",
+        b"generic-id-key-0123456789",
+        TOKEN,
+    ];
+    let endpoints = [
+        Ep::new("Gitea", keys[0]),
+        Ep::new("AzureDevOps", keys[1]),
+        Ep::new("Generic", keys[2]),
+        Ep::new("GitLab", keys[3]),
+    ];
+    let (server, _) = start(&endpoints, &fluxd.api(), test_options());
+    let push = include_bytes!("fixtures/gitea/push.json");
+    let forgejo = {
+        let mut headers = gitea("Forgejo", "push", keys[0], push);
+        headers.retain(|(n, _)| n != "X-Gitea-Delivery");
+        headers.extend(h(&[("X-Forgejo-Delivery", "forgejo-delivery-7")]));
+        headers
+    };
+    let azure = include_bytes!("fixtures/azure_devops/git_push.json");
+    let generic = include_bytes!("fixtures/generic/git.json");
+    let gitlab = common::GITLAB_PUSH;
+    let secret = signing_secret(TOKEN).unwrap();
+    let mut gitlab_headers = standard(&secret, unix_now(), gitlab);
+    gitlab_headers.extend(h(&[("X-Gitlab-Event", "Push Hook")]));
+    for (key, headers, body, id) in [
+        (
+            keys[0],
+            gitea("Gitea", "push", keys[0], push),
+            &push[..],
+            "f6266f16-1bf3-46a5-9ea4-602e06ead473",
+        ),
+        (keys[0], forgejo, push, "forgejo-delivery-7"),
+        (
+            keys[1],
+            basic(keys[1]),
+            azure,
+            "03c164c2-8912-4d5e-8009-3707d5f83734",
+        ),
+        (
+            keys[2],
+            standard(keys[2], unix_now(), generic),
+            generic,
+            "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
+        ),
+        (
+            keys[3],
+            gitlab_headers,
+            gitlab,
+            "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let reply = post(server.addr(), &route_of(key, ""), &headers, body);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.header("X-Request-Id"), Some(id), "{reply:?}");
+    }
+    server.stop();
+}
