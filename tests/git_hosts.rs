@@ -12,27 +12,7 @@ const KEY: &[u8] = b"git-hosts-integration-key-0123456789";
 /// A signing token as GitLab shows it, ending in the newline `echo` adds to a key file.
 const TOKEN: &[u8] = b"whsec_Z2l0bGFiLXNpZ25pbmctdG9rZW4tZm9yLWUyZS10ZXN0\n";
 
-const UNAUTHORIZED: Option<&str> = Some("Unauthorized: signature or token missing or wrong");
-const BAD: Option<&str> = Some("Bad request");
 const OK: Option<&str> = Some("OK");
-
-fn row(
-    name: &'static str,
-    headers: Vec<(String, String)>,
-    body: impl AsRef<[u8]>,
-    status: u16,
-    reply: Option<&'static str>,
-    notified: Vec<&'static str>,
-) -> Case {
-    Case {
-        name,
-        headers,
-        body: body.as_ref().to_vec(),
-        status,
-        reply,
-        notified,
-    }
-}
 
 fn git_change(url: &str, branch: &str) -> &'static str {
     format!(r#"{{"Kind":"git","Source":{{"URL":"{url}","Branch":"{branch}"}}}}"#).leak()

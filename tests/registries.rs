@@ -9,30 +9,9 @@ use common::*;
 
 const KEY: &[u8] = b"registry-integration-key-0123456789";
 
-const UNAUTHORIZED: Option<&str> = Some("Unauthorized: signature or token missing or wrong");
-const BAD: Option<&str> = Some("Bad request");
-
 fn image_change(domain: &str, image: &str) -> &'static str {
     format!(r#"{{"Kind":"image","Source":{{"Name":{{"Domain":"{domain}","Image":"{image}"}}}}}}"#)
         .leak()
-}
-
-fn row(
-    name: &'static str,
-    headers: Vec<(String, String)>,
-    body: impl AsRef<[u8]>,
-    status: u16,
-    reply: Option<&'static str>,
-    notified: Vec<&'static str>,
-) -> Case {
-    Case {
-        name,
-        headers,
-        body: body.as_ref().to_vec(),
-        status,
-        reply,
-        notified,
-    }
 }
 
 fn ignored(reason: &str) -> Option<&'static str> {

@@ -666,6 +666,30 @@ pub struct Case {
     pub notified: Vec<&'static str>,
 }
 
+/// The reply to a delivery that did not authenticate.
+pub const UNAUTHORIZED: Option<&str> = Some("Unauthorized: signature or token missing or wrong");
+/// The reply to a malformed delivery.
+pub const BAD: Option<&str> = Some("Bad request");
+
+/// One row of a table, in the order the table reads.
+pub fn row(
+    name: &'static str,
+    headers: Vec<(String, String)>,
+    body: impl AsRef<[u8]>,
+    status: u16,
+    reply: Option<&'static str>,
+    notified: Vec<&'static str>,
+) -> Case {
+    Case {
+        name,
+        headers,
+        body: body.as_ref().to_vec(),
+        status,
+        reply,
+        notified,
+    }
+}
+
 /// Owned header pairs.
 pub fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
