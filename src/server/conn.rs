@@ -103,6 +103,16 @@ pub(crate) enum ReadError {
     Io,
 }
 
+/// Whether `bytes` hold the empty line that ends a head (`\n\n` or `\n\r\n`: `httparse` takes
+/// bare LF line ends too).
+fn ends_head(bytes: &[u8]) -> bool {
+    bytes.windows(2).enumerate().any(|(i, pair)| match pair {
+        [b'\n', b'\n'] => true,
+        [b'\n', b'\r'] => bytes.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
+}
+
 /// A connection with its read buffer (head bytes and any pipelined bytes after them).
 pub(crate) struct Conn<T: Transport> {
     pub(crate) stream: T,
@@ -150,53 +160,77 @@ impl<T: Transport> Conn<T> {
         self.end > self.start || self.fill(deadline).is_ok()
     }
 
-    /// Reads and parses one request head.
+    /// Reads and parses one request head. A dripped head costs linear time: each read is searched
+    /// for the end of the head only in its new bytes, and `httparse` runs when the end has come,
+    /// when the head has doubled since it last ran (so that garbage is refused early), when the
+    /// buffer is full, and when the client stops sending.
     pub(crate) fn read_head(
         &mut self,
         deadline: Instant,
         listener: Listener,
         started: Instant,
     ) -> Result<Head, ReadError> {
+        let (mut scanned, mut parsed) = (0usize, 0usize);
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut request = httparse::Request::new(&mut headers);
-            match request.parse(self.buffered()) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let head = Head {
-                        method: request.method.unwrap_or("").to_owned(),
-                        target: request.path.unwrap_or("").to_owned(),
-                        minor: request.version.unwrap_or(1),
-                        headers: request
-                            .headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.name.to_owned(),
-                                    String::from_utf8_lossy(h.value).into_owned(),
-                                )
-                            })
-                            .collect(),
-                        listener,
-                        started,
-                    };
-                    self.start += len;
+            let len = self.buffered().len();
+            let ended = ends_head(&self.buffered()[scanned.saturating_sub(2)..]);
+            if ended || len >= 2 * parsed || len >= MAX_HEAD_BYTES {
+                parsed = len;
+                if let Some(head) = self.parse_head(listener, started)? {
                     return Ok(head);
                 }
-                Ok(httparse::Status::Partial) => {
-                    if self.end - self.start >= MAX_HEAD_BYTES {
-                        return Err(ReadError::Refused(Refusal::HeadTooLarge));
-                    }
-                }
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(ReadError::Refused(Refusal::HeadTooLarge))
-                }
-                Err(e) => {
-                    return Err(ReadError::Refused(Refusal::BadRequest(format!(
-                        "malformed request head: {e}"
-                    ))))
+                if len >= MAX_HEAD_BYTES {
+                    return Err(ReadError::Refused(Refusal::HeadTooLarge));
                 }
             }
-            self.fill(deadline)?;
+            scanned = len;
+            if let Err(error) = self.fill(deadline) {
+                // What came since the last parse may be a whole or a malformed head.
+                if parsed < self.buffered().len() {
+                    if let Some(head) = self.parse_head(listener, started)? {
+                        return Ok(head);
+                    }
+                }
+                return Err(error);
+            }
+        }
+    }
+
+    /// Parses the buffered bytes as a head: the head (its bytes consumed), `None` if incomplete.
+    fn parse_head(
+        &mut self,
+        listener: Listener,
+        started: Instant,
+    ) -> Result<Option<Head>, ReadError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&self.buf[self.start..self.end]) {
+            Ok(httparse::Status::Complete(len)) => {
+                let head = Head {
+                    method: request.method.unwrap_or("").to_owned(),
+                    target: request.path.unwrap_or("").to_owned(),
+                    minor: request.version.unwrap_or(1),
+                    headers: request
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_owned(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    listener,
+                    started,
+                };
+                self.start += len;
+                Ok(Some(head))
+            }
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(httparse::Error::TooManyHeaders) => Err(ReadError::Refused(Refusal::HeadTooLarge)),
+            Err(e) => Err(ReadError::Refused(Refusal::BadRequest(format!(
+                "malformed request head: {e}"
+            )))),
         }
     }
 

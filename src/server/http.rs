@@ -255,6 +255,39 @@ mod tests {
         }
     }
 
+    /// Dripped heads (one byte per read) end where `httparse` says, bare LF line ends included,
+    /// and garbage is refused as it would be read whole: early, and also when the client stops.
+    #[test]
+    fn dripped_heads_are_framed_and_refused_as_whole_ones() {
+        for request in [
+            &b"GET /health HTTP/1.1\nHost: x\n\n"[..],
+            b"GET /health HTTP/1.1\r\nHost: x\n\r\n",
+            b"\r\nGET /health HTTP/1.1\r\n\r\n",
+        ] {
+            let whole = frame_request(request, request.len(), 1024);
+            assert!(whole.is_ok(), "{whole:?}");
+            assert_eq!(frame_request(request, 1, 1024), whole);
+        }
+        let bad = |r: &Result<Framed, Refusal>| matches!(r, Err(Refusal::BadRequest(why)) if why.starts_with("malformed request head"));
+        // A TLS ClientHello, with no line end at all: refused long before the 16 KiB cap, and
+        // refused too when it stops short.
+        let hello = [&[0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01][..], &[0x42; 20_000]].concat();
+        assert!(bad(&frame_request(&hello, 1, 1024)));
+        assert!(bad(&frame_request(&hello[..7], 1, 1024)));
+        assert!(bad(&frame_request(
+            b"GET / HTTP/1.1\r\nBad Name: v\r\n",
+            1,
+            1024
+        )));
+        // A head with no end is 431 at the cap, dripped or whole.
+        let endless = [&b"GET / HTTP/1.1\r\nX: "[..], &[b'a'; 20_000]].concat();
+        assert_eq!(frame_request(&endless, 1, 1024), Err(Refusal::HeadTooLarge));
+        assert_eq!(
+            frame_request(&endless, endless.len(), 1024),
+            Err(Refusal::HeadTooLarge)
+        );
+    }
+
     #[test]
     fn reason_phrases_come_from_the_status_table() {
         assert_eq!(reason(200), "OK");
