@@ -13,6 +13,7 @@ use crate::signature::{sign_hex, Algorithm, Key};
 
 pub mod filter;
 pub mod redelivery;
+mod resolve;
 
 pub use filter::{Filter, Glob};
 
@@ -175,15 +176,19 @@ pub enum OnRefused {
 
 impl Downstream {
     pub fn new(name: impl Into<String>, kind: Kind, filter: Filter) -> Downstream {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             // A cluster's HTTP_PROXY must not capture traffic to a local fluxd.
             .proxy(None)
             .max_redirects(0)
             // Statuses are ours to judge, not errors.
             .http_status_as_error(false)
             .user_agent(concat!("flux-recv/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            resolve::LiteralFirst::default(),
+        );
         Downstream {
             name: name.into(),
             kind,
