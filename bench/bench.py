@@ -133,6 +133,88 @@ http {{
         self.proc.wait()
 
 
+class Forwarder:
+    """nginx (1 worker) receiving the same POST and proxying it to the fluxd stand-in over a
+    kept-alive upstream: no HMAC, no JSON. The ceiling a forwarder reaches on this machine."""
+
+    def __init__(self, upstream_port):
+        self.port = free_port()
+        conf = os.path.join(WORK, "forwarder.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+worker_processes 1;
+pid {WORK}/forwarder.pid;
+error_log {WORK}/forwarder-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {WORK};
+  client_body_buffer_size 1m;
+  client_body_timeout 60s;
+  upstream fluxd {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    location / {{
+      proxy_pass http://fluxd/api/flux/v11/notify;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"],
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+
+    def pids(self):
+        """The master and its worker."""
+        kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+        return [self.proc.pid, *map(int, kids)]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def drip(port, path, body, pids, conns=64):
+    """`conns` connections each send one POST one byte per TCP segment, round robin: first
+    every head, then every body. CPU of `pids` per head byte and per body byte, in us."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"X-GitHub-Event: push\r\nUser-Agent: drip\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    socks = []
+    for _ in range(conns):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(s)
+    figures = []
+    for part in (head, body):
+        before = cpu_seconds(*pids)
+        for i in range(len(part)):
+            byte = part[i:i + 1]
+            for s in socks:
+                s.send(byte)
+            time.sleep(0.0002)
+        time.sleep(0.3)
+        figures.append(1e6 * (cpu_seconds(*pids) - before) / (conns * len(part)))
+    answered = 0
+    for s in socks:
+        s.settimeout(10)
+        try:
+            answered += s.recv(12).startswith(b"HTTP/1.1 ")
+        except OSError:
+            pass
+        s.close()
+    return figures[0], figures[1], answered
+
+
 def start_recv(binary, api, extra=()):
     port = free_port()
     with open(os.path.join(WORK, "github.key"), "wb") as f:
@@ -149,12 +231,27 @@ def start_recv(binary, api, extra=()):
     return proc, port, route
 
 
-def hey(url, concurrency, body=None, sig=None, seconds=SECONDS, sample_pid=None):
+def cpu_seconds(*pids):
+    """utime + stime of these processes, in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def hey(url, concurrency, body=None, sig=None, seconds=SECONDS, sample_pid=None, event="push",
+        cpu_pids=()):
     cmd = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-t", "10"]
     if body:
         cmd += ["-m", "POST", "-T", "application/json", "-D", body,
-                "-H", "X-GitHub-Event: push", "-H", f"X-Hub-Signature-256: {sig}"]
+                "-H", f"X-GitHub-Event: {event}", "-H", f"X-Hub-Signature-256: {sig}"]
     cmd.append(url)
+    cpu_before = cpu_seconds(*cpu_pids)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
@@ -162,13 +259,16 @@ def hey(url, concurrency, body=None, sig=None, seconds=SECONDS, sample_pid=None)
             peak = max(peak, status_kb(sample_pid, "VmRSS"))
         time.sleep(0.05)
     out = proc.stdout.read()
+    cpu = cpu_seconds(*cpu_pids) - cpu_before
     rps = float(next(l.split(":")[1] for l in out.splitlines() if "Requests/sec" in l))
     def pct(p):
         line = next((l for l in out.splitlines() if l.strip().startswith(f"{p}% in")), None)
         return float(line.split()[2]) * 1000 if line else float("nan")
     codes = {l.split("]")[0].strip(" ["): int(l.split()[1]) for l in out.splitlines()
              if l.strip().startswith("[") and "responses" in l}
-    return {"rps": rps, "p50": pct(50), "p99": pct(99), "codes": codes, "peak_kb": peak}
+    requests = sum(codes.values())
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "codes": codes, "peak_kb": peak,
+            "cpu_us": 1e6 * cpu / requests if requests else float("nan")}
 
 
 def ready_ms(binary, api, runs=11):
@@ -264,7 +364,8 @@ def main():
     for name, (path, size, sig) in posts.items():
         for c in (1, 16, 64):
             before = nginx.count()
-            r = hey(f"http://127.0.0.1:{port}{route}", c, path, sig, sample_pid=recv.pid)
+            r = hey(f"http://127.0.0.1:{port}{route}", c, path, sig, sample_pid=recv.pid,
+                    cpu_pids=(recv.pid,))
             r["notified"] = nginx.count() - before
             results[(name, c)] = r
             ok = r["codes"].get("200", 0)
@@ -273,6 +374,35 @@ def main():
                 f"{ok} x 200, {r['notified']} notified, peak RSS {r['peak_kb'] / 1024:.1f} MiB",
                 (f">= 50% of /health: {100 * r['rps'] / health['rps']:.0f}% " + ("ok" if r['rps'] >= health['rps'] / 2 else "MISSED"))
                 if c == 16 else "")
+    m = results[("7KB", 16)]
+    path, size, sig = posts["7KB"]
+    ignored = hey(f"http://127.0.0.1:{port}{route}", 16, path, sig, event="watch",
+                  cpu_pids=(recv.pid,))
+    notified = m
+    forwarder = Forwarder(nginx.port)
+    fwd = hey(f"http://127.0.0.1:{forwarder.port}/", 16, path, sig, cpu_pids=forwarder.pids())
+    row("nginx forwarder, the same 7 KB POST, c=16",
+        f"{fwd['rps']:,.0f} req/s, p99 {fwd['p99']:.2f} ms, {fwd['cpu_us']:.0f} us CPU per request", "")
+    row("signed push 7KB, ignored event (verified, not sent), c=16",
+        f"{ignored['rps']:,.0f} req/s, {ignored['cpu_us']:.0f} us CPU per request",
+        f">= 50% of forwarder: {100 * ignored['rps'] / fwd['rps']:.0f}% "
+        + ("ok" if ignored["rps"] >= fwd["rps"] / 2 else "MISSED"))
+    row("signed push 7KB, notified, c=16",
+        f"{notified['rps']:,.0f} req/s, {notified['cpu_us']:.0f} us CPU per push",
+        f">= 50% of forwarder: {100 * notified['rps'] / fwd['rps']:.0f}% "
+        + ("ok" if notified["rps"] >= fwd["rps"] / 2 else "MISSED")
+        + f"; <= 50 us CPU: " + ("ok" if notified["cpu_us"] <= 50 else "MISSED"))
+    drip_body = open(path, "rb").read()[:2048]
+    ours = drip(port, route, drip_body, [recv.pid])
+    theirs = drip(forwarder.port, "/", drip_body, forwarder.pids())
+    forwarder.stop()
+    row("drip, 64 connections, a byte per segment: head",
+        f"{ours[0]:.1f} us CPU per byte (nginx {theirs[0]:.1f})",
+        f"<= 2x nginx: {ours[0] / theirs[0]:.1f}x " + ("ok" if ours[0] <= 2 * theirs[0] else "MISSED"))
+    row("drip, 64 connections, a byte per segment: body",
+        f"{ours[1]:.1f} us CPU per byte (nginx {theirs[1]:.1f}), {ours[2]}/64 answered",
+        f"<= 2x nginx: {ours[1] / theirs[1]:.1f}x " + ("ok" if ours[1] <= 2 * theirs[1] else "MISSED")
+        + f"; head/body {ours[0] / ours[1]:.2f} " + ("ok" if ours[0] <= ours[1] * 1.1 else "MISSED"))
     p99 = results[("7KB", 16)]["p99"]
     row("p99 at c=16, 7 KB push", f"{p99:.2f} ms", "<= 5 ms " + ("ok" if p99 <= 5 else "MISSED"))
     recv.send_signal(signal.SIGTERM)
@@ -281,12 +411,13 @@ def main():
     # Same load on the glibc build: what musl's allocator costs.
     glibc, gport, groute = start_recv(GLIBC, api)
     path, size, sig = posts["7KB"]
-    g = hey(f"http://127.0.0.1:{gport}{groute}", 16, path, sig)
+    g = hey(f"http://127.0.0.1:{gport}{groute}", 16, path, sig, cpu_pids=(glibc.pid,))
     glibc.send_signal(signal.SIGTERM)
     glibc.wait()
-    m = results[("7KB", 16)]
-    row("glibc build, 7 KB push, c=16", f"{g['rps']:,.0f} req/s, p99 {g['p99']:.2f} ms",
-        f"musl/glibc throughput {100 * m['rps'] / g['rps']:.1f}% (allocator worth changing if < 80%)")
+    row("glibc build, 7 KB push, c=16",
+        f"{g['rps']:,.0f} req/s, p99 {g['p99']:.2f} ms, {g['cpu_us']:.0f} us CPU per push",
+        f"musl/glibc throughput {100 * notified['rps'] / g['rps']:.1f}% (>= 90% "
+        + ("ok" if notified["rps"] >= 0.9 * g["rps"] else "MISSED") + ")")
 
     w = webhook_side_by_side(nginx, path, size, sig)
     ours = m["notified"] / SECONDS
