@@ -85,6 +85,19 @@ def bodies():
     return out
 
 
+def start_nginx(conf, port):
+    """nginx in the foreground on this config, once it accepts on `port`."""
+    proc = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.01)
+    return proc
+
+
 class Nginx:
     """fluxd stand-in: 202 on the notify path; its access log counts notifications."""
 
@@ -110,15 +123,7 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"],
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.01)
+        self.proc = start_nginx(conf, self.port)
 
     def count(self):
         time.sleep(0.25)  # the log buffer flushes every 100 ms
@@ -163,15 +168,7 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"],
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.01)
+        self.proc = start_nginx(conf, self.port)
 
     def pids(self):
         """The master and its worker."""
