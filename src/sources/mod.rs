@@ -64,7 +64,7 @@ macro_rules! sources {
             }
 
             /// A delivery of the provider's main notifying event carrying `body`, authenticated
-            /// with `key` as the provider would: for tests, fuzzing and examples.
+            /// with `key` as the provider would: for tests, fuzzing, examples and (Generic) `flux-recv notify`.
             pub fn sample(self, key: &[u8], body: &[u8]) -> Incoming {
                 match self { $(Source::$variant => $module::sample(key, body)),+ }
             }
