@@ -241,6 +241,38 @@ fn sixteen_bodies_at_the_cap_stay_within_the_memory_formula() {
 }
 
 #[test]
+fn a_busy_pool_reuses_its_fluxd_connections() {
+    // Every round has all four handlers in a fluxd call at once; a pool that kept fewer idle
+    // connections than that would close one after each round and connect again in the next.
+    const THREADS: usize = 4;
+    let fluxd = FakeFluxd::start(Behaviour::Slow(Duration::from_millis(50)));
+    let config = config_file(&[Ep::new("DockerHub", KEY)], &fluxd.api());
+    let config = config.display().to_string();
+    let server = Proc::start(&["--config", &config, "--threads", &THREADS.to_string()]);
+    let route = route_of(KEY, "");
+    let body = br#"{"repository":{"repo_name":"acme/podinfo"},"push_data":{"tag":"v1"}}"#;
+    for round in 0..5 {
+        let clients: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (addr, route) = (server.addr, route.clone());
+                thread::spawn(move || post(addr, &route, &[], body).status)
+            })
+            .collect();
+        let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "round {round}: {statuses:?}"
+        );
+    }
+    assert_eq!(fluxd.requests().len(), 5 * THREADS);
+    assert!(
+        fluxd.connections() <= THREADS,
+        "{} connections to fluxd for {THREADS} handlers",
+        fluxd.connections()
+    );
+}
+
+#[test]
 fn fluxd_faults_are_answered_in_time_and_logged_by_kind() {
     let cases = [
         (Behaviour::Status(500), 502, "rejected it with status 500"),

@@ -23,6 +23,14 @@ const MAX_REPLY_BYTES: u64 = 64 * 1024;
 /// restarting). Doubles up to [`RETRY_MAX`], within the call's deadline.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_millis(500);
+/// Idle connections kept per downstream: one per call that can run at once (handler threads and
+/// redelivery), so a busy pool reuses them instead of reconnecting. ureq's default of 3 made a
+/// 4-thread pool close and reopen a fluxd connection on most rounds of concurrent calls.
+const IDLE_CONNECTIONS: usize = 64;
+/// Buffer for a downstream's reply head and for the request we write, per pooled connection.
+/// fluxd's and a Receiver's replies have heads of a few hundred bytes; ureq's default, 128 KiB
+/// each way, is zeroed per new connection and is 256 KiB of RSS per idle connection.
+const CONNECTION_BUFFER_BYTES: usize = 16 * 1024;
 
 /// What kind of downstream, and where.
 #[derive(Clone)]
@@ -180,6 +188,10 @@ impl Downstream {
             // A cluster's HTTP_PROXY must not capture traffic to a local fluxd.
             .proxy(None)
             .max_redirects(0)
+            .max_idle_connections(IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(IDLE_CONNECTIONS)
+            .input_buffer_size(CONNECTION_BUFFER_BYTES)
+            .output_buffer_size(CONNECTION_BUFFER_BYTES)
             // Statuses are ours to judge, not errors.
             .http_status_as_error(false)
             .user_agent(concat!("flux-recv/", env!("CARGO_PKG_VERSION")))

@@ -87,6 +87,8 @@ pub struct FakeFluxd {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Recorded>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
 }
 
 impl FakeFluxd {
@@ -100,9 +102,15 @@ impl FakeFluxd {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(behaviour));
-        let (rec, beh) = (Arc::clone(&received), Arc::clone(&behaviour));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (rec, beh, count) = (
+            Arc::clone(&received),
+            Arc::clone(&behaviour),
+            Arc::clone(&connections),
+        );
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
                 let (rec, beh) = (Arc::clone(&rec), Arc::clone(&beh));
                 thread::spawn(move || serve_fluxd(stream, &rec, &beh));
             }
@@ -111,6 +119,7 @@ impl FakeFluxd {
             addr,
             received,
             behaviour,
+            connections,
         }
     }
 
@@ -130,6 +139,11 @@ impl FakeFluxd {
     /// The bodies of all notify calls so far, as strings.
     pub fn bodies(&self) -> Vec<String> {
         self.requests().iter().map(Recorded::body_str).collect()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn clear(&self) {
