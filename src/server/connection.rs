@@ -4,17 +4,20 @@
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::body::{read_body, BodyBuf};
 use super::conn::{Conn, ReadError};
 use super::http::{framing, write_reply, After, Asked, Framing, Head};
+use super::pool::Reply;
 use super::{Begin, Busy, Listener, Refusal, Request, Response, Shared, Work, KEEP_ALIVE_IDLE};
 
 pub(super) fn serve(stream: TcpStream, shared: &Shared, listener: Listener) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shared.opts.read_timeout));
     let mut conn = Conn::new(stream);
+    let reply = Arc::new(Reply::default());
     let mut first = true;
     loop {
         // The first request's clock starts at accept; later ones when their first byte arrives.
@@ -22,7 +25,7 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, listener: Listener) {
             return;
         }
         first = false;
-        let after = serve_one(&mut conn, shared, listener, Instant::now());
+        let after = serve_one(&mut conn, &reply, shared, listener, Instant::now());
         // Once stopping, no connection carries another request.
         if after == After::Close || shared.stopping.load(Ordering::SeqCst) {
             let _ = conn.stream.shutdown(Shutdown::Write);
@@ -44,6 +47,7 @@ struct Exchange {
 /// Serves one request, from its first byte to its reply.
 fn serve_one(
     conn: &mut Conn<TcpStream>,
+    reply: &Arc<Reply>,
     shared: &Shared,
     listener: Listener,
     started: Instant,
@@ -86,13 +90,14 @@ fn serve_one(
             };
             send(conn, &response, exchange.asked, after)
         }
-        Begin::Read(work) => read_and_run(conn, shared, exchange, work),
+        Begin::Read(work) => read_and_run(conn, reply, shared, exchange, work),
     }
 }
 
 /// Reads the body and runs the work in the pool.
 fn read_and_run(
     conn: &mut Conn<TcpStream>,
+    reply: &Arc<Reply>,
     shared: &Shared,
     exchange: Exchange,
     work: Box<dyn Work>,
@@ -122,7 +127,7 @@ fn read_and_run(
         head: exchange.head,
         body,
     };
-    let response = shared.pool.run(work, request, reservation);
+    let response = shared.pool.run(reply, work, request, reservation);
     let after = if exchange.keep_alive && !shared.stopping.load(Ordering::SeqCst) {
         After::KeepOpen
     } else {
