@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use ureq::http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+
 use crate::change::Change;
 use crate::signature::{sign_hex, Algorithm, Key};
 
@@ -87,6 +89,8 @@ pub struct Downstream {
     pub kind: Kind,
     pub filter: Filter,
     agent: ureq::Agent,
+    /// Where each call goes, parsed once (a URL that does not parse is ureq's error per call).
+    url: Result<ureq::http::Uri, String>,
 }
 
 impl std::fmt::Debug for Downstream {
@@ -201,8 +205,13 @@ impl Downstream {
             ureq::unversioned::transport::DefaultConnector::new(),
             resolve::LiteralFirst::default(),
         );
+        let url = match &kind {
+            Kind::Fluxd { api } => format!("{api}/v11/notify"),
+            Kind::Receiver { url, .. } => url.clone(),
+        };
         Downstream {
             name: name.into(),
+            url: url.parse().map_err(|_| url),
             kind,
             filter,
             agent,
@@ -239,21 +248,24 @@ impl Downstream {
             return Attempt::Done(Sent::TimedOut);
         }
         let body = change.to_json();
+        let request = match self.url.clone() {
+            Ok(uri) => self.agent.post(uri),
+            Err(url) => self.agent.post(url),
+        };
         let request = match &self.kind {
-            Kind::Fluxd { api } => self
-                .agent
-                .post(&format!("{api}/v11/notify"))
-                .header("Accept", "application/json"),
-            Kind::Receiver { url, token } => {
+            Kind::Fluxd { .. } => {
+                request.header(ACCEPT, HeaderValue::from_static("application/json"))
+            }
+            Kind::Receiver { token, .. } => {
                 let signature = format!(
                     "sha256={}",
                     sign_hex(Algorithm::Sha256, token.bytes(), &body)
                 );
-                self.agent.post(url).header("X-Signature", &signature)
+                request.header("X-Signature", &signature)
             }
         };
         let sent = request
-            .header("Content-Type", "application/json")
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .config()
             .timeout_global(Some(remaining))
             .build()
