@@ -119,6 +119,8 @@ pub(crate) struct Conn<T: Transport> {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// The read timeout set on the stream, if any (see [`read_before`]).
+    armed: Option<Duration>,
 }
 
 impl<T: Transport> Conn<T> {
@@ -128,6 +130,7 @@ impl<T: Transport> Conn<T> {
             buf: vec![0u8; MAX_HEAD_BYTES].into_boxed_slice(),
             start: 0,
             end: 0,
+            armed: None,
         }
     }
 
@@ -147,7 +150,12 @@ impl<T: Transport> Conn<T> {
             // waiting for more could never help, and returning nothing would spin.
             return Err(ReadError::Refused(Refusal::HeadTooLarge));
         }
-        let n = read_before(&mut self.stream, &mut self.buf[self.end..], deadline)?;
+        let n = read_before(
+            &mut self.stream,
+            &mut self.armed,
+            &mut self.buf[self.end..],
+            deadline,
+        )?;
         if n == 0 {
             return Err(ReadError::Closed);
         }
@@ -247,7 +255,7 @@ impl<T: Transport> Conn<T> {
             self.start += n;
             return Ok(n);
         }
-        match read_before(&mut self.stream, out, deadline)? {
+        match read_before(&mut self.stream, &mut self.armed, out, deadline)? {
             0 => Err(ReadError::Closed),
             n => Ok(n),
         }
@@ -285,30 +293,145 @@ impl<T: Transport> Conn<T> {
     }
 }
 
-/// `read` with the socket's timeout set to what is left before `deadline`.
+/// How far past its deadline a read may block: the socket's timeout is set again only when the
+/// one already set would overshoot by more (or is under half of what is left), so a request
+/// whose bytes come within this time costs one `setsockopt` at most, not one per read.
+const DEADLINE_SLACK: Duration = Duration::from_millis(20);
+
+/// `read` that gives up at `deadline` (within [`DEADLINE_SLACK`]). A timeout that fires before
+/// the deadline (one set for a shorter wait) sets the timeout again and reads on.
 fn read_before<T: Transport>(
     stream: &mut T,
+    armed: &mut Option<Duration>,
     out: &mut [u8],
     deadline: Instant,
 ) -> Result<usize, ReadError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(ReadError::TimedOut);
-    }
-    stream.set_read_deadline(left).map_err(|_| ReadError::Io)?;
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::TimedOut);
+        }
+        let fits = armed.is_some_and(|set| set <= left + DEADLINE_SLACK && set >= left / 2);
+        if !fits {
+            stream.set_read_deadline(left).map_err(|_| ReadError::Io)?;
+            *armed = Some(left);
+        }
         match stream.read(out) {
             Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(ReadError::TimedOut)
+                continue
             }
             Err(_) => return Err(ReadError::Io),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes handed out one per read, with a timeout that fires before each of them once the
+    /// script says so; counts how often the timeout is set.
+    struct Dripping {
+        bytes: Vec<u8>,
+        sent: usize,
+        early_timeouts: usize,
+        sets: Vec<Duration>,
+    }
+
+    impl Read for Dripping {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.early_timeouts > 0 {
+                self.early_timeouts -= 1;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let Some(byte) = self.bytes.get(self.sent) else {
+                return Ok(0);
+            };
+            out[0] = *byte;
+            self.sent += 1;
+            Ok(1)
+        }
+    }
+
+    impl Write for Dripping {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Dripping {
+        fn set_read_deadline(&mut self, left: Duration) -> io::Result<()> {
+            self.sets.push(left);
+            Ok(())
+        }
+    }
+
+    fn conn(bytes: &[u8], early_timeouts: usize) -> Conn<Dripping> {
+        Conn::new(Dripping {
+            bytes: bytes.to_vec(),
+            sent: 0,
+            early_timeouts,
+            sets: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_request_read_byte_by_byte_sets_the_timeout_once() {
+        let request = b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n";
+        let mut bytes = request.to_vec();
+        bytes.extend(std::iter::repeat_n(b'x', 2000));
+        let mut conn = conn(&bytes, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let head = conn.read_head(deadline, Listener::Main, Instant::now());
+        assert!(head.is_ok_and(|h| h.target == "/hook"));
+        let mut body = [0u8; 2000];
+        let mut got = 0;
+        while got < body.len() {
+            got += conn.read_some(&mut body[got..], deadline).ok().unwrap_or(0);
+        }
+        assert_eq!(conn.stream.sent, bytes.len());
+        assert_eq!(conn.stream.sets.len(), 1, "{:?}", conn.stream.sets);
+    }
+
+    #[test]
+    fn the_timeout_is_set_again_for_a_much_later_or_earlier_deadline() {
+        let mut conn = conn(b"abc", 0);
+        let mut byte = [0u8; 1];
+        let now = Instant::now();
+        for (deadline, sets) in [
+            (now + Duration::from_secs(5), 1),
+            // Later but within twice the timeout already set: kept.
+            (now + Duration::from_secs(9), 1),
+            // Earlier: the timeout set would overshoot it.
+            (now + Duration::from_secs(1), 2),
+        ] {
+            assert!(conn.read_some(&mut byte, deadline).is_ok());
+            assert_eq!(conn.stream.sets.len(), sets);
+        }
+    }
+
+    #[test]
+    fn a_timeout_before_the_deadline_reads_on_and_a_passed_deadline_is_timed_out() {
+        let mut conn = conn(b"a", 3);
+        let mut byte = [0u8; 1];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert!(matches!(conn.read_some(&mut byte, deadline), Ok(1)));
+        assert_eq!(&byte, b"a");
+        let passed = Instant::now() - Duration::from_millis(1);
+        assert!(matches!(
+            conn.read_some(&mut byte, passed),
+            Err(ReadError::TimedOut)
+        ));
     }
 }
