@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Two flux-recv builds side by side in one run: signed 7 KB GitHub pushes at c=1 and c=16,
-A and B in turn (A B A B …), nginx as fluxd. Prints each build's median req/s and p99 and the
-ratio B/A per round, so a change is judged against the machine's noise of the same minutes.
+A and B in turn (A B A B …), nginx as fluxd. Prints each build's median req/s, p99 and CPU per
+push (utime + stime of its process over the run / pushes) and the ratios B/A per round, so a
+change is judged against the machine's noise of the same minutes.
 
     python3 bench/compare.py OLD_BINARY NEW_BINARY [ROUNDS]
 """
@@ -18,7 +19,8 @@ def run(binary, nginx, posts, concurrency, seconds):
     path, _, sig = posts["7KB"]
     try:
         before = nginx.count()
-        result = bench.hey(f"http://127.0.0.1:{port}{route}", concurrency, path, sig, seconds=seconds)
+        result = bench.hey(f"http://127.0.0.1:{port}{route}", concurrency, path, sig, seconds=seconds,
+                           cpu_pids=(proc.pid,))
         result["notified"] = nginx.count() - before
     finally:
         proc.terminate()
@@ -39,6 +41,7 @@ def main():
     try:
         for concurrency in (1, 16):
             a_rps, b_rps, a_p99, b_p99, ratios = [], [], [], [], []
+            a_cpu, b_cpu, cpu_ratios = [], [], []
             for _ in range(rounds):
                 a = run(old, nginx, posts, concurrency, seconds)
                 b = run(new, nginx, posts, concurrency, seconds)
@@ -47,9 +50,14 @@ def main():
                 a_p99.append(a["p99"])
                 b_p99.append(b["p99"])
                 ratios.append(b["rps"] / a["rps"])
+                a_cpu.append(a["cpu_us"])
+                b_cpu.append(b["cpu_us"])
+                cpu_ratios.append(b["cpu_us"] / a["cpu_us"])
             print(f"c={concurrency:<3} A {statistics.median(a_rps):8,.0f} req/s p99 {statistics.median(a_p99):5.2f} ms"
                   f" | B {statistics.median(b_rps):8,.0f} req/s p99 {statistics.median(b_p99):5.2f} ms"
                   f" | B/A req/s median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+            print(f"      A {statistics.median(a_cpu):5.0f} us CPU per push | B {statistics.median(b_cpu):5.0f} us"
+                  f" | B/A CPU median {statistics.median(cpu_ratios):.3f} (min {min(cpu_ratios):.3f}, max {max(cpu_ratios):.3f})")
     finally:
         nginx.stop()
         shutil.rmtree(bench.WORK, ignore_errors=True)
