@@ -398,7 +398,10 @@ mod tests {
         let mut body = [0u8; 2000];
         let mut got = 0;
         while got < body.len() {
-            got += conn.read_some(&mut body[got..], deadline).ok().unwrap_or(0);
+            match conn.read_some(&mut body[got..], deadline) {
+                Ok(n) => got += n,
+                Err(_) => panic!("the body ended after {got} bytes"),
+            }
         }
         assert_eq!(conn.stream.sent, bytes.len());
         assert_eq!(conn.stream.sets.len(), 1, "{:?}", conn.stream.sets);
