@@ -85,8 +85,19 @@ def bodies():
     return out
 
 
-def start_nginx(conf, port):
-    """nginx in the foreground on this config, once it accepts on `port`."""
+def start_nginx(name, port, http):
+    """nginx (1 worker) in the foreground with this `http { … }` block, once it accepts on
+    `port`; its config, pid and error log are `WORK/name.*`."""
+    conf = os.path.join(WORK, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 1;
+pid {WORK}/{name}.pid;
+error_log {WORK}/{name}-error.log;
+events {{ worker_connections 4096; }}
+http {{
+{http}}}
+""")
     proc = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -104,15 +115,7 @@ class Nginx:
     def __init__(self):
         self.port = free_port()
         self.log = os.path.join(WORK, "notify.log")
-        conf = os.path.join(WORK, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
-worker_processes 1;
-pid {WORK}/nginx.pid;
-error_log {WORK}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-  log_format n '$status';
+        self.proc = start_nginx("nginx", self.port, f"""  log_format n '$status';
   access_log {self.log} n buffer=64k flush=100ms;
   keepalive_requests 1000000;
   client_body_temp_path {WORK};
@@ -121,9 +124,7 @@ http {{
     location = /api/flux/v11/notify {{ return 202; }}
     location / {{ return 404; }}
   }}
-}}
 """)
-        self.proc = start_nginx(conf, self.port)
 
     def count(self):
         time.sleep(0.25)  # the log buffer flushes every 100 ms
@@ -144,15 +145,7 @@ class Forwarder:
 
     def __init__(self, upstream_port):
         self.port = free_port()
-        conf = os.path.join(WORK, "forwarder.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
-worker_processes 1;
-pid {WORK}/forwarder.pid;
-error_log {WORK}/forwarder-error.log;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
+        self.proc = start_nginx("forwarder", self.port, f"""  access_log off;
   keepalive_requests 1000000;
   client_body_temp_path {WORK};
   client_body_buffer_size 1m;
@@ -166,9 +159,7 @@ http {{
       proxy_set_header Connection "";
     }}
   }}
-}}
 """)
-        self.proc = start_nginx(conf, self.port)
 
     def pids(self):
         """The master and its worker."""
