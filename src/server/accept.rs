@@ -11,8 +11,9 @@ use super::http::{write_reply, After, Asked};
 use super::{connection, Listener, Refusal, Shared};
 use crate::log;
 
-/// Connection threads only frame requests; they need little stack.
-const CONNECTION_STACK_BYTES: usize = 128 * 1024;
+/// Connection threads frame requests and, when a handler is free, run the work (a JSON parse,
+/// the notify call): the stack std gives the pool's threads. Only the pages touched are resident.
+const CONNECTION_STACK_BYTES: usize = 2 * 1024 * 1024;
 /// Upper bound of the acceptor's back-off after an accept error (EMFILE, ENOBUFS, …).
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
