@@ -19,8 +19,8 @@ def run(binary, nginx, posts, concurrency, seconds):
     path, _, sig = posts["7KB"]
     try:
         before = nginx.count()
-        result = bench.hey(f"http://127.0.0.1:{port}{route}", concurrency, path, sig, seconds=seconds,
-                           cpu_pids=(proc.pid,))
+        result = bench.load(f"http://127.0.0.1:{port}{route}", concurrency, path, sig, seconds=seconds,
+                            cpu_pids=(proc.pid,))
         result["notified"] = nginx.count() - before
     finally:
         proc.terminate()
