@@ -53,10 +53,13 @@ impl Reply {
 }
 
 /// The jobs waiting, the permits left (work runs on at most `--threads` threads at once,
-/// pool or connection threads), and whether the pool is closing.
+/// pool or connection threads), the pool threads asleep, and whether the pool is closing.
 struct State {
     jobs: VecDeque<Job>,
     free: usize,
+    /// Pool threads waiting for a job: with none, nobody needs waking (and `notify_one` is a
+    /// system call even when nobody waits).
+    idle: usize,
     closing: bool,
 }
 
@@ -70,7 +73,9 @@ impl Queue {
     fn give_back(&self) {
         let mut state = lock(&self.state);
         state.free += 1;
-        if !state.jobs.is_empty() {
+        let wake = !state.jobs.is_empty() && state.idle > 0;
+        drop(state);
+        if wake {
             self.ready.notify_one();
         }
     }
@@ -90,6 +95,7 @@ impl Pool {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 free: threads,
+                idle: 0,
                 closing: false,
             }),
             ready: Condvar::new(),
@@ -131,7 +137,7 @@ impl Pool {
         if self.threads == 0 {
             return work.refuse(Refusal::PoolStopped);
         }
-        {
+        let wake = {
             let mut state = lock(&self.queue.state);
             if state.free == self.threads && state.jobs.is_empty() {
                 state.free -= 1;
@@ -146,8 +152,11 @@ impl Pool {
                 reply: Arc::clone(reply),
                 _body: body,
             });
+            state.idle > 0
+        };
+        if wake {
+            self.queue.ready.notify_one();
         }
-        self.queue.ready.notify_one();
         reply.wait()
     }
 }
@@ -196,7 +205,9 @@ fn work_loop(queue: &Queue, running: &AtomicUsize) {
                         break job;
                     }
                 }
+                state.idle += 1;
                 state = queue.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+                state.idle -= 1;
             }
         };
         let Job {
