@@ -129,7 +129,7 @@ impl Delivery {
             ),
             gauge(
                 "flux_recv_busy_handlers",
-                "Handler-pool threads running a delivery (at most --threads).",
+                "Deliveries being verified, parsed and notified right now (at most --threads).",
                 status.busy_handlers,
             ),
             gauge(

@@ -1,6 +1,7 @@
 //! One connection's life: requests read one after another (keep-alive, pipelining), each head
 //! shown to the handler, each body read within the request's deadline, the work run in the
-//! pool, and the reply written. A slow client holds only this thread, never a pool thread.
+//! pool (or here, when no other work runs), and the reply written. A slow client holds only this
+//! thread, never a handler: work starts once the body is in.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;

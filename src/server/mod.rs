@@ -1,6 +1,6 @@
 //! The HTTP/1.1 transport, and nothing else: an acceptor that never stops, one small thread per
 //! connection (capped, with deadlines) that reads and frames requests, and a fixed pool that runs
-//! the work a [`Handler`] hands back. It knows no provider, no config and no downstream: what a
+//! the work a [`Handler`] hands back (on the connection's own thread when no other work runs). It knows no provider, no config and no downstream: what a
 //! request means is the handler's business, what went wrong in the transport is a [`Refusal`]
 //! the handler turns into a [`Response`].
 //!
@@ -125,7 +125,7 @@ pub enum Begin {
 #[derive(Debug, Clone, Copy)]
 pub struct Status {
     pub open_connections: usize,
-    /// Pool threads running work right now (at most `--threads`).
+    /// Requests' work running right now, on pool or connection threads (at most `--threads`).
     pub busy_handlers: usize,
     pub stopping: bool,
 }
