@@ -81,6 +81,15 @@ impl Queue {
     }
 }
 
+/// A permit being used; given back when dropped, however the work ended.
+struct Permit<'a>(&'a Queue);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.give_back();
+    }
+}
+
 pub(super) struct Pool {
     queue: Arc<Queue>,
     /// Threads that started; with none, every job is refused.
@@ -142,9 +151,8 @@ impl Pool {
             if state.free == self.threads && state.jobs.is_empty() {
                 state.free -= 1;
                 drop(state);
-                let response = run_caught(work, request, body, &self.running);
-                self.queue.give_back();
-                return response;
+                let _permit = Permit(&self.queue);
+                return run_caught(work, request, body, &self.running);
             }
             state.jobs.push_back(Job {
                 work,
@@ -152,7 +160,7 @@ impl Pool {
                 reply: Arc::clone(reply),
                 _body: body,
             });
-            state.idle > 0
+            state.idle > 0 && state.free > 0
         };
         if wake {
             self.queue.ready.notify_one();
@@ -196,14 +204,14 @@ fn work_loop(queue: &Queue, running: &AtomicUsize) {
         let job = {
             let mut state = lock(&queue.state);
             loop {
-                if state.closing {
-                    return;
-                }
                 if state.free > 0 {
                     if let Some(job) = state.jobs.pop_front() {
                         state.free -= 1;
                         break job;
                     }
+                }
+                if state.closing {
+                    return;
                 }
                 state.idle += 1;
                 state = queue.ready.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -216,8 +224,9 @@ fn work_loop(queue: &Queue, running: &AtomicUsize) {
             reply,
             _body: body,
         } = job;
+        let permit = Permit(queue);
         let response = run_caught(work, request, body, running);
-        queue.give_back();
+        drop(permit);
         reply.put(response);
     }
 }
@@ -309,7 +318,7 @@ mod tests {
     /// Answers with the name of the thread it ran on, after waiting for `gate` to open, and
     /// keeps the most works that ran at once.
     struct Where {
-        gate: Arc<(Mutex<bool>, Condvar)>,
+        gate: Gate,
         now: Arc<AtomicUsize>,
         most: Arc<AtomicUsize>,
     }
@@ -369,40 +378,93 @@ mod tests {
         while pool.busy() < 2 {
             thread::yield_now();
         }
-        *lock(&gate.0) = true;
-        gate.1.notify_all();
+        open(&gate);
         assert_eq!(&*holder.join().unwrap().body, "holder");
         assert!(caller.join().unwrap().body.starts_with("handler-"));
         assert_eq!(pool.busy(), 0);
     }
 
+    type Gate = Arc<(Mutex<bool>, Condvar)>;
+
+    /// A gate shut until `open`, and counters for [`Where`].
+    fn shut() -> (Gate, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        (
+            gate,
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        )
+    }
+
+    fn open(gate: &(Mutex<bool>, Condvar)) {
+        *lock(&gate.0) = true;
+        gate.1.notify_all();
+    }
+
     #[test]
     fn no_more_works_run_at_once_than_the_pool_has_threads() {
         let pool = Arc::new(Pool::start(2));
-        let gate = Arc::new((Mutex::new(true), Condvar::new()));
-        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (gate, now, most) = shut();
         let callers: Vec<_> = (0..8)
             .map(|_| {
                 let pool = Arc::clone(&pool);
                 let (gate, now, most) = (Arc::clone(&gate), Arc::clone(&now), Arc::clone(&most));
                 thread::spawn(move || {
                     let reply = Arc::new(Reply::default());
-                    for _ in 0..50 {
-                        let work = Box::new(Where {
-                            gate: Arc::clone(&gate),
-                            now: Arc::clone(&now),
-                            most: Arc::clone(&most),
-                        });
-                        assert_eq!(call(&pool, &reply, work, "/").status, 200);
-                    }
+                    (0..20)
+                        .map(|_| {
+                            let work = Box::new(Where {
+                                gate: Arc::clone(&gate),
+                                now: Arc::clone(&now),
+                                most: Arc::clone(&most),
+                            });
+                            call(&pool, &reply, work, "/").status
+                        })
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        for caller in callers {
-            caller.join().unwrap();
+        // With the gate shut, two works start and the six other callers wait.
+        while pool.busy() < 2 {
+            thread::yield_now();
         }
-        let most = most.load(Ordering::SeqCst);
-        assert!((1..=2).contains(&most), "{most} works at once on 2 threads");
+        thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!((now.load(Ordering::SeqCst), pool.busy()), (2, 2));
+        open(&gate);
+        for caller in callers {
+            assert_eq!(caller.join().unwrap(), vec![200; 20]);
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.busy(), 0);
+    }
+
+    #[test]
+    fn a_panic_on_a_pool_thread_is_answered_and_the_thread_lives_on() {
+        let pool = Arc::new(Pool::start(2));
+        let (gate, now, most) = shut();
+        let (pool2, held) = (
+            Arc::clone(&pool),
+            Box::new(Where {
+                gate: Arc::clone(&gate),
+                now,
+                most,
+            }),
+        );
+        let holder = thread::spawn(move || call(&pool2, &Arc::new(Reply::default()), held, "/"));
+        while pool.busy() == 0 {
+            thread::yield_now();
+        }
+        // Not alone: these go to the pool's one free thread.
+        let reply = Arc::new(Reply::default());
+        let panicked = call(&pool, &reply, Box::new(Echo), "/panic");
+        assert_eq!((panicked.status, &*panicked.body), (500, "Panic"));
+        let twice = call(&pool, &reply, Box::new(Twice), "/x");
+        assert_eq!((twice.status, &*twice.body), (500, "Internal server error"));
+        let ok = call(&pool, &reply, Box::new(Echo), "/ok");
+        assert_eq!((ok.status, &*ok.body), (200, "/ok"));
+        open(&gate);
+        assert_eq!(holder.join().unwrap().status, 200);
+        assert_eq!(pool.busy(), 0);
     }
 
     #[test]
