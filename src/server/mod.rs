@@ -19,12 +19,14 @@ mod accept;
 mod body;
 mod conn;
 mod connection;
+mod frame;
 mod http;
 mod pool;
 
 pub use conn::{MemoryTransport, Transport};
+pub use frame::{frame_request, Framed};
 pub use http::MAX_HEAD_BYTES;
-pub use http::{frame_request, Framed, Head, MAX_HEADERS};
+pub use http::{Head, MAX_HEADERS};
 
 /// How long an idle keep-alive connection is kept open between requests.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
