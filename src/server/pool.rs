@@ -303,16 +303,20 @@ mod tests {
         assert_eq!(pool.busy(), 0);
     }
 
+    /// A panic, then a panic in the refusal too, are answered, and the next job is served.
+    fn panics_are_answered(pool: &Pool) {
+        let reply = Arc::new(Reply::default());
+        let panicked = call(pool, &reply, Box::new(Echo), "/panic");
+        assert_eq!((panicked.status, &*panicked.body), (500, "Panic"));
+        let twice = call(pool, &reply, Box::new(Twice), "/x");
+        assert_eq!((twice.status, &*twice.body), (500, "Internal server error"));
+        let ok = call(pool, &reply, Box::new(Echo), "/ok");
+        assert_eq!((ok.status, &*ok.body), (200, "/ok"));
+    }
+
     #[test]
     fn a_panic_is_answered_and_the_threads_live_on() {
-        let pool = Pool::start(1);
-        let reply = Arc::new(Reply::default());
-        let panicked = call(&pool, &reply, Box::new(Echo), "/panic");
-        assert_eq!((panicked.status, &*panicked.body), (500, "Panic"));
-        let twice = call(&pool, &reply, Box::new(Twice), "/x");
-        assert_eq!((twice.status, &*twice.body), (500, "Internal server error"));
-        let ok = call(&pool, &reply, Box::new(Echo), "/ok");
-        assert_eq!((ok.status, &*ok.body), (200, "/ok"));
+        panics_are_answered(&Pool::start(1));
     }
 
     /// Answers with the name of the thread it ran on, after waiting for `gate` to open, and
@@ -455,13 +459,7 @@ mod tests {
             thread::yield_now();
         }
         // Not alone: these go to the pool's one free thread.
-        let reply = Arc::new(Reply::default());
-        let panicked = call(&pool, &reply, Box::new(Echo), "/panic");
-        assert_eq!((panicked.status, &*panicked.body), (500, "Panic"));
-        let twice = call(&pool, &reply, Box::new(Twice), "/x");
-        assert_eq!((twice.status, &*twice.body), (500, "Internal server error"));
-        let ok = call(&pool, &reply, Box::new(Echo), "/ok");
-        assert_eq!((ok.status, &*ok.body), (200, "/ok"));
+        panics_are_answered(&pool);
         open(&gate);
         assert_eq!(holder.join().unwrap().status, 200);
         assert_eq!(pool.busy(), 0);
