@@ -121,11 +121,14 @@ pub(crate) fn framing(head: &Head) -> Result<Framing, Refusal> {
 
 /// A client-chosen header value made safe for a log line: printable ASCII, at most 64 characters.
 fn printable(value: &str) -> String {
-    value
-        .chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(64)
-        .collect()
+    let mut out = String::with_capacity(value.len().min(64));
+    out.extend(
+        value
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(64),
+    );
+    out
 }
 
 /// Whether the connection stays open after a reply.
