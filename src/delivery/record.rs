@@ -2,6 +2,7 @@
 //! log line written, and the reply made, all from the same words.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::routes::Route;
@@ -15,8 +16,9 @@ use crate::verdict::{verdict, Ending};
 #[derive(Debug, Clone)]
 pub(super) struct Context {
     source: Option<Source>,
-    /// The first 8 hex digits of the route digest, or the path as it may be logged.
-    hook: String,
+    /// The first 8 hex digits of the route digest, or the path as it may be logged (shared, so
+    /// that the context's copy for the work costs no allocation).
+    hook: Arc<str>,
     /// The sender's delivery id, when it gave one.
     pub(super) delivery: Option<String>,
     started: Instant,
@@ -27,7 +29,7 @@ impl Context {
     pub(super) fn unrouted(path: &str, started: Instant) -> Context {
         Context {
             source: None,
-            hook: loggable_path(path),
+            hook: loggable_path(path).into(),
             delivery: None,
             started,
         }
@@ -38,7 +40,7 @@ impl Context {
         let source = route.endpoint.source;
         Context {
             source: Some(source),
-            hook: route.endpoint.digest_prefix(),
+            hook: Arc::clone(&route.hook),
             delivery: source.delivery_id(headers, &[]),
             started,
         }
@@ -52,19 +54,19 @@ impl Context {
         metrics::get().requests.inc(&[source, verdict.outcome]);
         let delivery = self.delivery.clone().unwrap_or_else(new_request_id);
         let detail = ending.to_string();
-        let mut fields = vec![
+        let fields = [
             ("source", log::Value::from(source)),
-            ("hook", (&self.hook).into()),
+            ("hook", (&*self.hook).into()),
             ("delivery", (&delivery).into()),
             ("outcome", verdict.outcome.into()),
             ("status", verdict.status.into()),
             ("changes", ending.changes().into()),
             ("elapsed_ms", log::millis(self.started.elapsed())),
+            ("detail", (&detail).into()),
         ];
-        if !detail.is_empty() {
-            fields.push(("detail", detail.into()));
-        }
-        log::emit(verdict.level, "request", &fields);
+        // `detail` only when there is one.
+        let shown = if detail.is_empty() { 7 } else { 8 };
+        log::emit(verdict.level, "request", &fields[..shown]);
         let mut response = Response::text(verdict.status, verdict.text);
         if verdict.allow_post {
             response.headers.push(("Allow", "POST".into()));

@@ -16,6 +16,8 @@ pub(super) struct Route {
     pub(super) settings: Settings,
     /// Indices into [`Table::targets`].
     pub(super) targets: Vec<usize>,
+    /// How log lines name it: the first 8 hex digits of its route digest, made once.
+    pub(super) hook: Arc<str>,
 }
 
 /// A downstream as the request path uses it: with a cap on the calls waiting on it at once, so a
@@ -101,6 +103,7 @@ impl Table {
                 }
                 Route {
                     targets: config.downstreams_of(endpoint),
+                    hook: endpoint.digest_prefix().into(),
                     endpoint: endpoint.clone(),
                     settings,
                 }
