@@ -64,8 +64,8 @@ impl Context {
             ("elapsed_ms", log::millis(self.started.elapsed())),
             ("detail", (&detail).into()),
         ];
-        // `detail` only when there is one.
-        let shown = if detail.is_empty() { 7 } else { 8 };
+        // `detail`, the last field, only when there is one.
+        let shown = fields.len() - usize::from(detail.is_empty());
         log::emit(verdict.level, "request", &fields[..shown]);
         let mut response = Response::text(verdict.status, verdict.text);
         if verdict.allow_post {
