@@ -234,9 +234,6 @@ def cpu_seconds(*pids):
     return total / os.sysconf("SC_CLK_TCK")
 
 
-WRK_SCRIPTS = 0
-
-
 def wrk_ms(text):
     """A wrk duration ("812.00us", "1.20ms", "2.00s") in ms."""
     for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3), ("m", 6e4), ("h", 3.6e6)):
@@ -256,14 +253,11 @@ def load(url, concurrency, body=None, sig=None, seconds=SECONDS, sample_pid=None
     """`wrk -t1 -c{concurrency}` for `seconds` (whole, at least 1) against `url`: a GET, or a POST
     of the file `body` signed `sig` when given. req/s, p50/p99 in ms, codes ({"200": n, plus
     "non-2xx" and "errors" when not 0}), peak RSS of `sample_pid` in KiB, and CPU of `cpu_pids`
-    per completed request in us. One wrk thread: on 2 cores hey took a core of its own and
-    capped the nginx forwarder at 17k req/s (42-47k under wrk)."""
-    global WRK_SCRIPTS
+    per completed request in us."""
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, int(seconds))}s", "--latency",
            "--timeout", "10s"]
     if body:
-        WRK_SCRIPTS += 1
-        script = os.path.join(WORK, f"post-{WRK_SCRIPTS}.lua")
+        script = os.path.join(WORK, f"post-{event}-{os.path.basename(body)}.lua")
         with open(script, "w") as f:
             f.write(f"""local f = assert(io.open({json.dumps(body)}, "rb"))
 wrk.method = "POST"
