@@ -6,53 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::delivery::{self, Delivery};
+use crate::delivery::Delivery;
 use crate::server::{self, Server};
 
-/// Every serving flag.
+pub use crate::delivery::Options as DeliveryOptions;
+pub use crate::server::Options as ServerOptions;
+
+/// Every serving flag, grouped by the layer that reads it (the flag table in `cli.rs` fills them).
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `:8080` (all interfaces), `127.0.0.1:8080`, `[::1]:8080` or `host:port`.
-    pub listen: String,
-    /// A separate listener for `/metrics` (then not served on the main one).
-    pub listen_metrics: Option<String>,
-    /// Handler threads: requests verified, parsed and notified at once.
-    pub threads: usize,
-    /// Largest accepted body; GitHub and GitLab never send more than 25 MB.
-    pub max_body_bytes: u64,
-    /// Time to receive a whole request (head and body) once it starts.
-    pub read_timeout: Duration,
-    /// Time for all notify calls of one delivery.
-    pub notify_timeout: Duration,
-    /// Open connections at once; past it, a fast 503 and close.
-    pub max_connections: usize,
-    /// How long a change a downstream could not take is retried; zero: not at all.
-    pub redeliver_for: Duration,
-    /// Changes waiting for redelivery at once.
-    pub redeliver_max: usize,
-}
-
-impl Options {
-    fn server(&self) -> server::Options {
-        server::Options {
-            listen: self.listen.clone(),
-            threads: self.threads,
-            max_body_bytes: self.max_body_bytes,
-            read_timeout: self.read_timeout,
-            max_connections: self.max_connections,
-            listen_metrics: self.listen_metrics.clone(),
-        }
-    }
-
-    fn delivery(&self) -> delivery::Options {
-        delivery::Options {
-            notify_timeout: self.notify_timeout,
-            redeliver_for: self.redeliver_for,
-            redeliver_max: self.redeliver_max,
-            threads: self.threads,
-            separate_metrics: self.listen_metrics.is_some(),
-        }
-    }
+    pub server: ServerOptions,
+    pub delivery: DeliveryOptions,
 }
 
 /// Bound, not yet serving.
@@ -69,9 +33,9 @@ pub struct Running {
 
 /// Binds the listeners for `config`; nothing is served until [`Bound::spawn`].
 pub fn bind(config: &Config, options: &Options) -> Result<Bound, String> {
-    let delivery = Delivery::new(config, options.delivery());
+    let delivery = Delivery::new(config, options.delivery.clone(), &options.server);
     let handler: Arc<dyn server::Handler> = Arc::clone(&delivery) as Arc<dyn server::Handler>;
-    let server = Server::bind(handler, options.server())?;
+    let server = Server::bind(handler, options.server.clone())?;
     Ok(Bound { server, delivery })
 }
 

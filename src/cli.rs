@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::app;
+use crate::app::{self, DeliveryOptions, ServerOptions};
 use crate::change::Change;
 use crate::commands::{Notify, CHECK_HELP, DIGEST_HELP, ENDPOINTS_HELP, NOTIFY_HELP};
 use crate::log::{Format, Level};
@@ -70,7 +70,7 @@ const SECONDS: Value = Value::Seconds {
 };
 
 /// Every flag that takes a value.
-pub const FLAGS: [Flag; 21] = [
+pub const FLAGS: &[Flag] = &[
     flag("--config", "FILE", Some("fluxrecv.yaml"), Value::Text, "config file; key paths are relative to its folder"),
     flag("--listen", "ADDR", Some(":8080"), Value::Text, "address to serve on; :PORT means all interfaces"),
     flag("--listen-metrics", "ADDR", None, Value::Text, "serve /metrics there instead of on --listen"),
@@ -95,7 +95,7 @@ pub const FLAGS: [Flag; 21] = [
 ];
 
 /// The flags only sub-commands read (not in the README's serving flags table).
-pub const SUBCOMMAND_FLAGS: [&str; 7] = [
+pub const SUBCOMMAND_FLAGS: &[&str] = &[
     "--base-url",
     "--registry-host",
     "--url",
@@ -192,7 +192,8 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn flag(name: &str) -> Flag {
         FLAGS
-            .into_iter()
+            .iter()
+            .copied()
             .find(|f| f.name == name)
             .unwrap_or_else(|| panic!("{name} is not in FLAGS"))
     }
@@ -348,15 +349,19 @@ fn serve(r: &mut Reader) -> Result<Serve, String> {
     let serve = Serve {
         config: PathBuf::from(r.required("--config")?),
         options: app::Options {
-            listen,
-            listen_metrics,
-            threads: r.count("--threads")? as usize,
-            max_body_bytes: r.count("--max-body-bytes")?,
-            read_timeout: r.seconds("--read-timeout")?,
-            notify_timeout: r.seconds("--notify-timeout")?,
-            max_connections: r.count("--max-connections")? as usize,
-            redeliver_for: r.seconds("--redeliver-for")?,
-            redeliver_max: r.count("--redeliver-max")? as usize,
+            server: ServerOptions {
+                listen,
+                listen_metrics,
+                threads: r.count("--threads")? as usize,
+                max_body_bytes: r.count("--max-body-bytes")?,
+                read_timeout: r.seconds("--read-timeout")?,
+                max_connections: r.count("--max-connections")? as usize,
+            },
+            delivery: DeliveryOptions {
+                notify_timeout: r.seconds("--notify-timeout")?,
+                redeliver_for: r.seconds("--redeliver-for")?,
+                redeliver_max: r.count("--redeliver-max")? as usize,
+            },
         },
         shutdown_grace: r.seconds("--shutdown-grace")?,
         watch_interval: r.seconds("--watch-interval")?,
@@ -364,10 +369,18 @@ fn serve(r: &mut Reader) -> Result<Serve, String> {
         log_level: Level::parse(&r.word("--log-level")?).unwrap_or(Level::Info),
     };
     // Sub-command flags mean nothing when serving (they may come from the environment).
-    for name in SUBCOMMAND_FLAGS {
+    for name in SUBCOMMAND_FLAGS.iter().copied() {
         let _ = r.text(name)?;
     }
     Ok(serve)
+}
+
+/// The serving options of an empty command line and environment: every flag at its default.
+pub fn defaults() -> app::Options {
+    match parse(Vec::new(), &|_| None) {
+        Ok(Command::Serve(serve)) => serve.options,
+        _ => unreachable!("the flag table's defaults parse"),
+    }
 }
 
 fn notify(r: &mut Reader) -> Result<Notify, String> {
@@ -416,8 +429,8 @@ mod tests {
             panic!("not serve");
         };
         assert_eq!(serve.config, PathBuf::from("/cli.yaml"));
-        assert_eq!(serve.options.listen, ":9999");
-        assert_eq!(serve.options.max_body_bytes, 100);
+        assert_eq!(serve.options.server.listen, ":9999");
+        assert_eq!(serve.options.server.max_body_bytes, 100);
         assert_eq!(serve.log_level, Level::Info);
     }
 
@@ -426,9 +439,16 @@ mod tests {
         let Ok(Command::Serve(serve)) = parse_with(&[], &[]) else {
             panic!("not serve");
         };
-        assert_eq!(serve.options.threads, 4);
-        assert_eq!(serve.options.redeliver_for, Duration::from_secs(900));
-        assert_eq!(serve.options.notify_timeout, Duration::from_secs(5));
+        assert_eq!(serve.options.server.threads, 4);
+        assert_eq!(
+            serve.options.delivery.redeliver_for,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            serve.options.delivery.notify_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(defaults().server.max_connections, 256);
         assert_eq!(serve.config, PathBuf::from("fluxrecv.yaml"));
         assert!(help().contains("--redeliver-for SECS"));
         assert!(help().contains("[default: 900]"));

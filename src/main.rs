@@ -118,12 +118,18 @@ fn log_listening(bound: &app::Bound, downstreams: usize, o: &app::Options) {
             ("metrics", metrics_addr.into()),
             ("version", env!("CARGO_PKG_VERSION").into()),
             ("downstreams", downstreams.into()),
-            ("threads", o.threads.into()),
-            ("max_connections", o.max_connections.into()),
-            ("max_body_bytes", o.max_body_bytes.into()),
-            ("read_timeout_s", o.read_timeout.as_secs_f64().into()),
-            ("notify_timeout_s", o.notify_timeout.as_secs_f64().into()),
-            ("redeliver_for_s", o.redeliver_for.as_secs_f64().into()),
+            ("threads", o.server.threads.into()),
+            ("max_connections", o.server.max_connections.into()),
+            ("max_body_bytes", o.server.max_body_bytes.into()),
+            ("read_timeout_s", o.server.read_timeout.as_secs_f64().into()),
+            (
+                "notify_timeout_s",
+                o.delivery.notify_timeout.as_secs_f64().into(),
+            ),
+            (
+                "redeliver_for_s",
+                o.delivery.redeliver_for.as_secs_f64().into(),
+            ),
         ],
     );
 }

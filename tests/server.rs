@@ -377,8 +377,8 @@ fn a_stalled_client_gets_408_while_others_are_served() {
 fn past_max_connections_a_fast_503_then_normal_service() {
     let fluxd = FakeFluxd::start(Behaviour::Real);
     let mut opts = test_options();
-    opts.max_connections = 4;
-    opts.read_timeout = Duration::from_secs(5);
+    opts.server.max_connections = 4;
+    opts.server.read_timeout = Duration::from_secs(5);
     let (server, _) = start(&[Ep::new("GitLab", KEY)], &fluxd.api(), opts);
     let held: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(server.addr()).unwrap())

@@ -11,7 +11,9 @@ use crate::config::Config;
 use crate::downstream::redelivery::{Limits, Redelivery};
 use crate::downstream::Sent;
 use crate::metrics::{self, Gauge};
-use crate::server::{Begin, Handler, Head, Listener, Refusal, Request, Response, Status, Work};
+use crate::server::{
+    self, Begin, Handler, Head, Listener, Refusal, Request, Response, Status, Work,
+};
 use crate::sources::{Incoming, Outcome, Rejection, Source, TokenCheck};
 use crate::tokeninfo::Tokeninfo;
 use crate::verdict::{Ending, OUTCOMES};
@@ -24,7 +26,7 @@ mod routes;
 use record::Context;
 use routes::{Slots, Table};
 
-/// What the delivery layer needs to know of the flags.
+/// The delivery layer's flags.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Time for all notify calls of one delivery (and for each background try).
@@ -33,10 +35,15 @@ pub struct Options {
     pub redeliver_for: Duration,
     /// Changes waiting for redelivery at once.
     pub redeliver_max: usize,
+}
+
+/// What the delivery layer reads of the transport's flags.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
     /// The handler pool's size (each downstream's share of it).
-    pub threads: usize,
+    threads: usize,
     /// `/metrics` has its own listener (and is not served on the main one).
-    pub separate_metrics: bool,
+    separate_metrics: bool,
 }
 
 /// The server's handler.
@@ -47,10 +54,15 @@ pub struct Delivery {
     /// Each downstream's calls in flight, by name, kept across reloads.
     slots: Slots,
     options: Options,
+    shape: Shape,
 }
 
 impl Delivery {
-    pub fn new(config: &Config, options: Options) -> Arc<Delivery> {
+    pub fn new(config: &Config, options: Options, server: &server::Options) -> Arc<Delivery> {
+        let shape = Shape {
+            threads: server.threads,
+            separate_metrics: server.listen_metrics.is_some(),
+        };
         let limits = Limits {
             horizon: options.redeliver_for,
             max_entries: options.redeliver_max,
@@ -67,13 +79,14 @@ impl Delivery {
             }
         }
         let slots = Slots::default();
-        let table = Arc::new(Table::new(config, options.threads, &tokens, &slots));
+        let table = Arc::new(Table::new(config, shape.threads, &tokens, &slots));
         let delivery = Delivery {
             table: RwLock::new(Arc::clone(&table)),
             redelivery,
             tokens,
             slots,
             options,
+            shape,
         };
         delivery.serve(table);
         Arc::new(delivery)
@@ -83,7 +96,7 @@ impl Delivery {
     pub fn reload(&self, config: &Config) {
         let table = Arc::new(Table::new(
             config,
-            self.options.threads,
+            self.shape.threads,
             &self.tokens,
             &self.slots,
         ));
@@ -162,7 +175,7 @@ impl Delivery {
     fn service(&self, head: &Head, status: Status) -> Option<Response> {
         let metrics_here = match head.listener {
             Listener::Metrics => true,
-            Listener::Main => !self.options.separate_metrics,
+            Listener::Main => !self.shape.separate_metrics,
         };
         match (head.path(), head.listener) {
             ("/health", _) => Some(Response::text(200, "OK")),

@@ -37,17 +37,12 @@ fn a_handler_panic_is_a_500_and_the_pool_serves_on() {
             "http://127.0.0.1:9/api/flux",
         )],
     };
-    let options = app::Options {
-        listen: "127.0.0.1:0".into(),
-        listen_metrics: None,
-        threads: 1,
-        max_body_bytes: 1024 * 1024,
-        read_timeout: Duration::from_secs(5),
-        notify_timeout: Duration::from_millis(300),
-        max_connections: 16,
-        redeliver_for: Duration::ZERO,
-        redeliver_max: 16,
-    };
+    let mut options = crate::cli::defaults();
+    options.server.listen = "127.0.0.1:0".into();
+    options.server.threads = 1;
+    options.server.max_connections = 16;
+    options.delivery.notify_timeout = Duration::from_millis(300);
+    options.delivery.redeliver_for = Duration::ZERO;
     crate::log::set_sink(|line| eprint!("{line}"));
     let server = app::start(&config, &options).unwrap();
     let panic_request = format!(

@@ -409,27 +409,24 @@ pub fn start(endpoints: &[Ep], api: &str, opts: Options) -> (Running, config::Co
 /// capture: shown with a failing test, not mixed into a passing run's output.
 pub fn start_config(config: &config::Config, opts: Options) -> Running {
     flux_recv::log::set_sink(|line| eprint!("{line}"));
-    let opts = Options {
-        listen: "127.0.0.1:0".into(),
-        ..opts
-    };
+    let mut opts = opts;
+    opts.server.listen = "127.0.0.1:0".into();
     app::start(config, &opts).expect("bind")
 }
 
 /// Options for tests: short timeouts, small limits, and redelivery off, so that a failing
 /// fluxd is a 502/504 at once (redelivery has tests of its own).
 pub fn test_options() -> Options {
-    Options {
-        listen: "127.0.0.1:0".into(),
-        listen_metrics: None,
-        threads: 2,
-        max_body_bytes: 1024 * 1024,
-        read_timeout: Duration::from_secs(1),
-        notify_timeout: Duration::from_secs(1),
-        max_connections: 64,
-        redeliver_for: Duration::ZERO,
-        redeliver_max: 64,
-    }
+    let mut o = flux_recv::cli::defaults();
+    o.server.listen = "127.0.0.1:0".into();
+    o.server.threads = 2;
+    o.server.max_body_bytes = 1024 * 1024;
+    o.server.read_timeout = Duration::from_secs(1);
+    o.server.max_connections = 64;
+    o.delivery.notify_timeout = Duration::from_secs(1);
+    o.delivery.redeliver_for = Duration::ZERO;
+    o.delivery.redeliver_max = 64;
+    o
 }
 
 /// A parsed reply.
