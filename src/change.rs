@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 /// One thing fluxd should look at again.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Change {
     /// A push to a git repository: fluxd re-polls it if it is the repo and branch it syncs.
     Git { url: String, branch: String },
@@ -17,7 +17,7 @@ pub enum Change {
 
 /// An image repository name as fluxd's `image.Name` holds it: no tag, no digest, no
 /// normalisation (no `docker.io`, no `library/`, case kept).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageName {
     pub domain: String,
     pub image: String,

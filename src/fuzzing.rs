@@ -2,13 +2,15 @@
 //! `cargo test` on stable (`tests/fuzz_corpus.rs`). Each runs real code on arbitrary bytes and
 //! asserts what must hold whatever the input; a panic is a finding.
 
+use std::collections::HashSet;
 use std::path::Path;
 
-use crate::change::ImageName;
+use crate::change::{Change, ImageName};
 use crate::config;
 use crate::server::{frame_request, Refusal};
 use crate::signature::{self, Algorithm, Key, StandardHeaders};
 use crate::sources::{generic, Outcome, Rejection, Settings, Source};
+use crate::sources::{MAX_CHANGES, MAX_NAME_BYTES};
 
 const FUZZ_KEY: &[u8] = b"fuzz-key-0123456789abcdef";
 const FUZZ_MAX_BODY: u64 = 64 * 1024;
@@ -89,7 +91,7 @@ pub fn payload_of(source: Source, data: &[u8]) {
     settings.registry_host = Some("registry.example.com".into());
     match source.handle(&incoming, &settings) {
         Ok(Outcome::Notify(changes)) => {
-            assert!(!changes.is_empty());
+            assert_bounded(&changes);
             for change in changes {
                 let json: serde_json::Value =
                     serde_json::from_slice(&change.to_json()).expect("a change is JSON");
@@ -100,6 +102,21 @@ pub fn payload_of(source: Source, data: &[u8]) {
         Ok(Outcome::Pong) => {}
         Err(Rejection::Malformed(_)) => {}
         Err(other) => panic!("a correctly signed {source:?} delivery gave {other:?}"),
+    }
+}
+
+/// What every delivery's changes keep to, whatever the payload: some, at most
+/// [`MAX_CHANGES`], no two alike, no name over [`MAX_NAME_BYTES`].
+fn assert_bounded(changes: &[Change]) {
+    assert!(!changes.is_empty() && changes.len() <= MAX_CHANGES);
+    let distinct: HashSet<&Change> = changes.iter().collect();
+    assert_eq!(distinct.len(), changes.len(), "repeated changes");
+    for change in changes {
+        let names = match change {
+            Change::Git { url, branch } => [url, branch],
+            Change::Image(name) => [&name.domain, &name.image],
+        };
+        assert!(names.iter().all(|n| n.len() <= MAX_NAME_BYTES), "{change}");
     }
 }
 
@@ -195,7 +212,7 @@ pub fn standard_webhooks(data: &[u8]) {
 pub fn generic_changes(data: &[u8]) {
     match generic::decode_changes(data) {
         Ok(changes) => {
-            assert!(!changes.is_empty() && changes.len() <= generic::MAX_CHANGES);
+            assert_bounded(&changes);
             for change in changes {
                 let again = generic::decode_changes(&change.to_json()).ok();
                 assert_eq!(again, Some(vec![change]));

@@ -47,6 +47,21 @@ fn config_table() {
             yaml: "fluxRecvVersion: 1\napi: http://127.0.0.1:3030/api/flux/\nendpoints:\n- source: GitHub\n  keyPath: a\n- source: GitLab\n  keyPath: b\n- source: BitbucketCloud\n  keyPath: c\n- source: BitbucketServer\n  keyPath: d\n  registryHost: bitbucket.example.com\n",
             keys: &[("a", b"key-a-0123456789ab"), ("b", b"key-b-0123456789ab"), ("c", b"key-c-0123456789ab"), ("d", b"key-d-0123456789ab")],
             error: None,
+            // Bitbucket Cloud without requireSignature accepts unsigned deliveries: said once.
+            warning: Some(&["endpoints[2] (BitbucketCloud)", "unsigned", "requireSignature: true"]),
+        },
+        Case {
+            name: "Bitbucket Cloud requiring its signature: quiet",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: BitbucketCloud\n  keyPath: c\n  requireSignature: true\n",
+            keys: &[("c", b"key-c-0123456789ab")],
+            error: None,
+            warning: None,
+        },
+        Case {
+            name: "requireSignature where the signature is not optional",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: a\n  requireSignature: true\n",
+            keys: &[("a", b"key-a-0123456789ab")],
+            error: Some(&["endpoints[0] (GitHub)", "requireSignature only applies to source BitbucketCloud"]),
             warning: None,
         },
         Case {

@@ -79,4 +79,7 @@ payload_corpus! {
     gitea_corpus => "payload_gitea", Gitea;
     github_corpus => "payload_github", GitHub;
     harbor_corpus => "payload_harbor", Harbor;
+    bitbucket_cloud_corpus => "payload_bitbucket_cloud", BitbucketCloud;
+    bitbucket_server_corpus => "payload_bitbucket_server", BitbucketServer;
+    azure_devops_corpus => "payload_azure_devops", AzureDevOps;
 }

@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub notify: Vec<String>,
     /// This endpoint's own `--notify-timeout` (a registry that gives up after 1 s wants less).
     pub notify_timeout: Option<Duration>,
+    /// BitbucketCloud: unsigned deliveries are refused (401), not served by the URL alone.
+    pub require_signature: bool,
     pub(super) digest: [u8; 32],
 }
 
@@ -50,6 +52,7 @@ impl Endpoint {
             gcr: None,
             notify: Vec::new(),
             notify_timeout: None,
+            require_signature: false,
             digest: hasher.finalize().into(),
         }
     }
@@ -88,6 +91,8 @@ pub(super) struct RawEndpoint {
     notify: Option<Vec<String>>,
     #[serde(rename = "notifyTimeout")]
     notify_timeout: Option<f64>,
+    #[serde(rename = "requireSignature")]
+    require_signature: Option<bool>,
 }
 
 /// The message for two endpoints that would share a route.
@@ -163,6 +168,19 @@ pub(super) fn endpoint(
         ));
     }
 
+    let require_signature = raw.require_signature.unwrap_or(false);
+    match source {
+        Some(Source::BitbucketCloud) if !require_signature => warnings.push(format!(
+            "{label}: accepts unsigned deliveries (the URL alone); set a secret on the Bitbucket webhook (the key file's content) and requireSignature: true"
+        )),
+        Some(other) if raw.require_signature.is_some() && other != Source::BitbucketCloud => {
+            problems.push(format!(
+                "{label}: requireSignature only applies to source BitbucketCloud (where the signature is optional); remove it"
+            ))
+        }
+        _ => {}
+    }
+
     if raw.registry_host.is_none() {
         let missing = format!(
             "{label}: no registryHost, but this source's payloads name no registry host; set registryHost to the host your workloads pull from (e.g. registry.example.com:5000)"
@@ -182,6 +200,7 @@ pub(super) fn endpoint(
             endpoint.gcr = raw.gcr;
             endpoint.notify = raw.notify.unwrap_or_default();
             endpoint.notify_timeout = notify_timeout;
+            endpoint.require_signature = require_signature;
             Ok(endpoint)
         }
         _ => Err(problems),

@@ -12,6 +12,7 @@ const ENDPOINT: &[&str] = &[
     "gcr",
     "notify",
     "notifyTimeout",
+    "requireSignature",
 ];
 const GCR: &[&str] = &["audience", "email", "tokenInfoURL"];
 const DOWNSTREAM: &[&str] = &[

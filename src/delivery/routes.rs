@@ -98,6 +98,7 @@ impl Table {
                 let mut settings = Settings::new(endpoint.key.clone());
                 settings.registry_host = endpoint.registry_host.clone();
                 settings.gcr = endpoint.gcr.clone();
+                settings.require_signature = endpoint.require_signature;
                 if endpoint.gcr.as_ref().is_some_and(|g| g.audience.is_some()) {
                     settings.token_check = Some(Arc::clone(tokens));
                 }

@@ -11,7 +11,7 @@
 //!   any other JSON object (the body of the portal's Ping is not documented) → 200 ignored.
 //! - Docs: <https://learn.microsoft.com/azure/container-registry/container-registry-webhook-reference>.
 
-use super::registry::{authorize, Event, Scheme};
+use super::registry::{authorize, Event, Pushed, Scheme, NO_HOST};
 use super::{decode_json, image_change, printable, Incoming, Outcome, RegistryHost};
 use super::{Rejection, Settings};
 
@@ -29,10 +29,15 @@ pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejec
         return Ok(Outcome::Pong);
     }
     match event.pushed_image(settings.registry_host.as_deref()) {
-        Some(reference) => Ok(Outcome::Notify(vec![image_change(&reference)?])),
-        None if event.action == "push" => Ok(Outcome::Ignored("push without a tag".into())),
-        None if event.action.is_empty() => Ok(Outcome::Ignored("event without an action".into())),
-        None => Ok(Outcome::Ignored(format!(
+        Pushed::Image(reference) => Ok(Outcome::Notify(vec![image_change(&reference)?])),
+        Pushed::NoHost => Ok(Outcome::Ignored(NO_HOST.into())),
+        Pushed::Nothing if event.action == "push" => {
+            Ok(Outcome::Ignored("push without a tag".into()))
+        }
+        Pushed::Nothing if event.action.is_empty() => {
+            Ok(Outcome::Ignored("event without an action".into()))
+        }
+        Pushed::Nothing => Ok(Outcome::Ignored(format!(
             "action {}",
             printable(&event.action)
         ))),
@@ -88,6 +93,17 @@ mod tests {
 
     fn run(body: &[u8]) -> Result<Outcome, Rejection> {
         run_with(&settings(), Some(&bearer()), body)
+    }
+
+    #[test]
+    fn a_push_that_names_no_host_is_ignored() {
+        let hostless = String::from_utf8(SAMPLE_BODY.to_vec())
+            .unwrap()
+            .replace("acme.azurecr.io", "");
+        assert_eq!(
+            run(hostless.as_bytes()).unwrap(),
+            Outcome::Ignored(NO_HOST.into())
+        );
     }
 
     #[test]

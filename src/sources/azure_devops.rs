@@ -18,7 +18,8 @@
 use serde::Deserialize;
 
 use super::registry::{authorize, Scheme};
-use super::{decode_json, printable, Incoming, Outcome, RegistryHost, Rejection, Settings};
+use super::{bounded_name, decode_json, printable, Bounded, Changes};
+use super::{Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::change::Change;
 
 /// Only the route digest uses `registryHost`.
@@ -41,16 +42,17 @@ pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejec
         .map_err(|e| super::malformed(format!("Azure DevOps git.push resource: {e}")))?;
     let repository = push.repository;
     let url = repository.ssh_url.unwrap_or(repository.remote_url);
-    let changes: Vec<Change> = push
-        .ref_updates
-        .iter()
-        .filter(|update| !update.new_object_id.bytes().all(|b| b == b'0'))
-        .map(|update| Change::git(url.clone(), &update.name))
-        .collect();
+    let url = bounded_name("repository URL", &url)?;
+    let mut changes = Changes::default();
+    for update in push.ref_updates.iter() {
+        if !update.new_object_id.bytes().all(|b| b == b'0') {
+            changes.push(Change::git(url, &update.name))?;
+        }
+    }
     if changes.is_empty() {
         return Ok(Outcome::Ignored("push of deletions only".into()));
     }
-    Ok(Outcome::Notify(changes))
+    Ok(Outcome::Notify(changes.into_vec()))
 }
 
 pub fn delivery_id(_headers: &[(String, String)], body: &[u8]) -> Option<String> {
@@ -92,7 +94,7 @@ struct Event {
 #[derive(Deserialize)]
 struct Resource {
     #[serde(rename = "refUpdates")]
-    ref_updates: Vec<RefUpdate>,
+    ref_updates: Bounded<RefUpdate>,
     repository: Repository,
 }
 

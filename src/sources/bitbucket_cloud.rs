@@ -2,7 +2,9 @@
 //!
 //! - Authentication: the URL is the secret. When the hook has a secret, Bitbucket Cloud (since
 //!   2023) sends `X-Hub-Signature: sha256=<HMAC of the body>`; when that header is present it is
-//!   checked against the key and a mismatch → 401. Hooks without a secret stay URL-only.
+//!   checked against the key and a mismatch → 401. With `requireSignature: true` a delivery
+//!   without it is 401 too; without that, hooks without a secret stay URL-only (and `check`
+//!   warns).
 //! - Events (`X-Event-Key`): `repo:push` → one git change per `push.changes[]` entry with a
 //!   non-null `new` (URL `git@bitbucket.org:<repository.full_name>.git`, branch `new.name`; tags
 //!   too); other keys → 200 ignored; header missing → 400.
@@ -13,8 +15,8 @@
 
 use serde::Deserialize;
 
-use super::{decode_json, printable, required_header, unauthorized};
-use super::{first_header, Incoming, Outcome, RegistryHost, Rejection, Settings};
+use super::{bounded_name, decode_json, printable, required_header, unauthorized};
+use super::{first_header, Bounded, Changes, Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::change::Change;
 use crate::signature::{sign_hex, verify_prefixed, Algorithm};
 
@@ -22,10 +24,11 @@ use crate::signature::{sign_hex, verify_prefixed, Algorithm};
 pub const REGISTRY_HOST: RegistryHost = RegistryHost::Unused;
 
 pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
-    if let Some(signature) = incoming.header("X-Hub-Signature") {
+    let signature = incoming.header("X-Hub-Signature");
+    if signature.is_some() || settings.require_signature {
         verify_prefixed(
             "X-Hub-Signature",
-            Some(signature),
+            signature,
             settings.key.bytes(),
             &incoming.body,
         )
@@ -34,11 +37,11 @@ pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejec
     match required_header(incoming, "X-Event-Key")? {
         "repo:push" => {
             let push: Push = decode_json("Bitbucket Cloud push payload", &incoming.body)?;
-            let changes = push.changes();
+            let changes = push.changes()?;
             if changes.is_empty() {
                 Ok(Outcome::Ignored("push has only deleted refs".into()))
             } else {
-                Ok(Outcome::Notify(changes))
+                Ok(Outcome::Notify(changes.into_vec()))
             }
         }
         other => Ok(Outcome::Ignored(format!("event {}", printable(other)))),
@@ -74,7 +77,7 @@ struct Push {
 
 #[derive(Deserialize)]
 struct PushBody {
-    changes: Vec<RefChange>,
+    changes: Bounded<RefChange>,
 }
 
 #[derive(Deserialize)]
@@ -93,22 +96,22 @@ struct Repository {
 }
 
 impl Push {
-    fn clone_url(&self) -> String {
-        format!("git@bitbucket.org:{}.git", self.repository.full_name)
+    fn clone_url(&self) -> Result<String, Rejection> {
+        let name = bounded_name("repository.full_name", &self.repository.full_name)?;
+        Ok(format!("git@bitbucket.org:{name}.git"))
     }
 
     /// One change per ref that still exists after the push, in payload order.
-    fn changes(&self) -> Vec<Change> {
-        let url = self.clone_url();
-        self.push
-            .changes
-            .iter()
-            .filter_map(|c| c.new.as_ref())
-            .map(|new| Change::Git {
+    fn changes(&self) -> Result<Changes, Rejection> {
+        let url = self.clone_url()?;
+        let mut changes = Changes::default();
+        for new in self.push.changes.iter().filter_map(|c| c.new.as_ref()) {
+            changes.push(Change::Git {
                 url: url.clone(),
                 branch: new.name.clone(),
-            })
-            .collect()
+            })?;
+        }
+        Ok(changes)
     }
 }
 
@@ -160,6 +163,23 @@ mod tests {
             &[("X-Event-Key", "repo:push"), ("X-Hub-Signature", "garbage")],
             PUSH
         )));
+    }
+
+    #[test]
+    fn with_require_signature_an_unsigned_push_is_refused() {
+        let strict = Settings {
+            require_signature: true,
+            ..settings()
+        };
+        let unsigned = incoming(&[("X-Event-Key", "repo:push")], PUSH);
+        assert!(is_unauthorized(&handle(&unsigned, &strict)));
+        assert!(handle(&unsigned, &settings()).is_ok());
+        let good = format!("sha256={}", sign_hex(Algorithm::Sha256, KEY, PUSH));
+        let signed = incoming(
+            &[("X-Event-Key", "repo:push"), ("X-Hub-Signature", &good)],
+            PUSH,
+        );
+        assert!(handle(&signed, &strict).is_ok());
     }
 
     #[test]

@@ -12,8 +12,9 @@
 
 use serde::Deserialize;
 
+use super::{bounded_name, first_header, Bounded, Changes};
 use super::{decode_json, malformed, printable, required_header, unauthorized};
-use super::{first_header, Incoming, Outcome, RegistryHost, Rejection, Settings};
+use super::{Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::change::Change;
 use crate::signature::{sign_hex, verify_prefixed, Algorithm};
 
@@ -35,15 +36,17 @@ pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejec
             let url = event
                 .ssh_clone_link()
                 .ok_or_else(|| malformed("repository.links.clone has no entry named ssh"))?;
-            let changes: Vec<Change> = event
-                .branch_ref_ids()
-                .into_iter()
-                .map(|id| Change::git(url, id))
-                .collect();
+            let url = bounded_name("ssh clone link", url)?;
+            let mut changes = Changes::default();
+            for change in event.changes.iter() {
+                if change.git_ref.kind == "BRANCH" {
+                    changes.push(Change::git(url, &change.git_ref.id))?;
+                }
+            }
             if changes.is_empty() {
                 Ok(Outcome::Ignored("no branch changed".into()))
             } else {
-                Ok(Outcome::Notify(changes))
+                Ok(Outcome::Notify(changes.into_vec()))
             }
         }
         "diagnostics:ping" => Ok(Outcome::Pong),
@@ -73,7 +76,7 @@ pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
 #[derive(Deserialize)]
 struct RefsChanged {
     repository: Repository,
-    changes: Vec<RefChange>,
+    changes: Bounded<RefChange>,
 }
 
 #[derive(Deserialize)]
@@ -83,7 +86,7 @@ struct Repository {
 
 #[derive(Deserialize)]
 struct Links {
-    clone: Vec<CloneLink>,
+    clone: Bounded<CloneLink>,
 }
 
 #[derive(Deserialize)]
@@ -113,18 +116,6 @@ impl RefsChanged {
             .iter()
             .find(|link| link.name == "ssh")
             .map(|link| link.href.as_str())
-    }
-
-    /// Distinct branch ref ids, in first-seen order.
-    fn branch_ref_ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = Vec::new();
-        for change in &self.changes {
-            let id = change.git_ref.id.as_str();
-            if change.git_ref.kind == "BRANCH" && !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        ids
     }
 }
 

@@ -19,8 +19,8 @@
 
 use serde::Deserialize;
 
-use super::registry::{authorize, distinct_changes, Event, Scheme};
-use super::{decode_json, Incoming, Outcome, RegistryHost, Rejection, Settings};
+use super::registry::{authorize, distinct_changes, Event, Pushed, Scheme, NO_HOST};
+use super::{decode_json, Bounded, Incoming, Outcome, RegistryHost, Rejection, Settings};
 
 /// Payloads name the host the registry saw; `registryHost` replaces it.
 pub const REGISTRY_HOST: RegistryHost = RegistryHost::Overrides;
@@ -32,11 +32,21 @@ pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejec
         Scheme::Bearer,
     )?;
     let envelope: Envelope = decode_json("Distribution notification envelope", &incoming.body)?;
-    let images: Vec<String> = envelope
+    let pushed: Vec<Pushed> = envelope
         .events
         .iter()
-        .filter_map(|e| e.pushed_image(settings.registry_host.as_deref()))
+        .map(|e| e.pushed_image(settings.registry_host.as_deref()))
         .collect();
+    let images: Vec<String> = pushed
+        .iter()
+        .filter_map(|p| match p {
+            Pushed::Image(image) => Some(image.clone()),
+            _ => None,
+        })
+        .collect();
+    if images.is_empty() && pushed.contains(&Pushed::NoHost) {
+        return Ok(Outcome::Ignored(NO_HOST.into()));
+    }
     if images.is_empty() {
         return Ok(Outcome::Ignored(format!(
             "no tag push among {} event(s)",
@@ -72,7 +82,7 @@ pub fn sample(key: &[u8], body: &[u8]) -> Incoming {
 
 #[derive(Deserialize)]
 struct Envelope {
-    events: Vec<Event>,
+    events: Bounded<Event>,
 }
 
 #[cfg(test)]
@@ -104,6 +114,27 @@ mod tests {
     fn run(body: &[u8]) -> Result<Outcome, Rejection> {
         let auth = format!("Bearer {}", std::str::from_utf8(KEY).unwrap());
         run_with(&settings(), Some(&auth), body)
+    }
+
+    #[test]
+    fn a_push_that_names_no_host_is_ignored_unless_registry_host_names_one() {
+        let hostless = String::from_utf8(TAG.to_vec())
+            .unwrap()
+            .replace("mirror.internal:5000", "");
+        assert_eq!(
+            run(hostless.as_bytes()).unwrap(),
+            Outcome::Ignored(NO_HOST.into())
+        );
+        let auth = format!("Bearer {}", std::str::from_utf8(KEY).unwrap());
+        assert_eq!(
+            run_with(
+                &settings_with_host("registry.example.com"),
+                Some(&auth),
+                hostless.as_bytes()
+            )
+            .unwrap(),
+            Outcome::Notify(vec![image("registry.example.com", "team-a/podinfo")])
+        );
     }
 
     #[test]
@@ -159,7 +190,7 @@ mod tests {
         assert!(is_bad_request(&run(b"{}")));
         assert!(is_bad_request(&run(br#"{"events":{}}"#)));
         assert!(is_bad_request(&run(
-            br#"{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a:b:c","tag":"1"}}]}"#
+            br#"{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a:b:c","tag":"1"},"request":{"host":"h.example"}}]}"#
         )));
     }
 }

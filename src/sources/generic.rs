@@ -17,19 +17,18 @@
 //!   repeats are sent once. Anything else → 400, and the log names the problem.
 //! - Delivery id: `webhook-id`, else `X-Request-Id`.
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+pub use super::MAX_CHANGES;
 use super::{first_header, malformed, standard_headers, standard_sample_headers, unauthorized};
-use super::{Incoming, Outcome, RegistryHost, Rejection, Settings};
+use super::{Bounded, Changes, Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::change::{Change, ImageName};
 use crate::signature::Algorithm;
 use crate::signature::{sign_hex, signing_secret, unix_now, verify_prefixed, verify_standard};
 
 /// Only the route digest uses `registryHost`.
 pub const REGISTRY_HOST: RegistryHost = RegistryHost::Unused;
-
-/// The most changes one delivery may carry (each is one call to every downstream).
-pub const MAX_CHANGES: usize = 100;
 
 pub fn handle(incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
     authenticate(incoming, settings.key.bytes())?;
@@ -49,37 +48,55 @@ fn authenticate(incoming: &Incoming, key: &[u8]) -> Result<(), Rejection> {
 
 /// The changes a body asks for, in order, each once; or why it is not a change.
 pub fn decode_changes(body: &[u8]) -> Result<Vec<Change>, Rejection> {
-    let value = match serde_json::Deserializer::from_slice(body)
-        .into_iter::<Value>()
+    let items = match serde_json::Deserializer::from_slice(body)
+        .into_iter::<OneOrList>()
         .next()
     {
-        Some(Ok(value)) => value,
+        Some(Ok(OneOrList(items))) => items,
         Some(Err(e)) => return Err(malformed(format!("Generic body is not JSON: {e}"))),
         None => return Err(malformed("Generic body is empty")),
     };
-    let items = match value {
-        Value::Array(items) => items,
-        Value::Object(_) => vec![value],
-        _ => {
-            return Err(malformed(
-                "Generic body is neither a change nor a list of changes",
-            ))
-        }
-    };
-    if items.is_empty() || items.len() > MAX_CHANGES {
+    if items.is_empty() {
         return Err(malformed(format!(
-            "Generic body holds {} changes (1 to {MAX_CHANGES})",
-            items.len()
+            "Generic body holds no change (1 to {MAX_CHANGES})"
         )));
     }
-    let mut changes: Vec<Change> = Vec::with_capacity(items.len());
+    let mut changes = Changes::default();
     for (i, item) in items.iter().enumerate() {
         let change = change_of(item).map_err(|e| malformed(format!("change {i}: {e}")))?;
-        if !changes.contains(&change) {
-            changes.push(change);
-        }
+        changes.push(change)?;
     }
-    Ok(changes)
+    Ok(changes.into_vec())
+}
+
+/// A body's first JSON value: one change (an object), or a list of at most [`MAX_CHANGES`],
+/// refused while it is parsed when longer.
+struct OneOrList(Vec<Value>);
+
+impl<'de> Deserialize<'de> for OneOrList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(OneOrListVisitor)
+    }
+}
+
+struct OneOrListVisitor;
+
+impl<'de> Visitor<'de> for OneOrListVisitor {
+    type Value = OneOrList;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a change or a list of at most {MAX_CHANGES} changes")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OneOrList, A::Error> {
+        let one = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(OneOrList(vec![one]))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<OneOrList, A::Error> {
+        let Bounded(items) = Bounded::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(OneOrList(items))
+    }
 }
 
 /// One change as fluxd's `Change.UnmarshalJSON` reads it.

@@ -15,7 +15,7 @@
 use serde::Deserialize;
 
 use super::{decode_first_json, image_change, malformed, printable, unauthorized};
-use super::{Incoming, Outcome, RegistryHost, Rejection, Settings};
+use super::{Bounded, Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::signature::tokens_equal;
 
 /// Only the route digest uses `registryHost`.
@@ -77,7 +77,7 @@ struct Event {
 #[derive(Deserialize, Default)]
 struct EventData {
     #[serde(default)]
-    resources: Vec<Resource>,
+    resources: Bounded<Resource>,
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,7 @@ pub mod artifactory;
 pub mod azure_devops;
 pub mod bitbucket_cloud;
 pub mod bitbucket_server;
+mod bounds;
 pub mod distribution;
 pub mod dockerhub;
 pub mod gcr;
@@ -24,6 +25,9 @@ pub mod nexus;
 pub mod quay;
 mod registry;
 pub mod zot;
+
+pub(crate) use bounds::{bounded_name, Bounded, Changes};
+pub use bounds::{MAX_CHANGES, MAX_NAME_BYTES};
 
 use std::sync::Arc;
 
@@ -51,9 +55,12 @@ macro_rules! sources {
                 match self { $(Source::$variant => $auth),+ }
             }
 
-            /// Verifies and parses one delivery.
+            /// Verifies and parses one delivery. Whatever the provider made of it, the changes
+            /// are held to the bounds of [`Changes`]: at most [`MAX_CHANGES`], distinct, each
+            /// name at most [`MAX_NAME_BYTES`].
             pub fn handle(self, incoming: &Incoming, settings: &Settings) -> Result<Outcome, Rejection> {
                 match self { $(Source::$variant => $module::handle(incoming, settings)),+ }
+                    .and_then(Outcome::bounded)
             }
 
             /// The provider's own id of a delivery, when it sent one (for the log line and
@@ -85,7 +92,7 @@ macro_rules! sources {
 sources! {
     GitHub => github, "HMAC: X-Hub-Signature-256 (or X-Hub-Signature sha1/sha256/sha512)";
     GitLab => gitlab, "token: X-Gitlab-Token equals the key; with a signing token (whsec_…) as the key, the Standard Webhooks signature";
-    BitbucketCloud => bitbucket_cloud, "the URL; X-Hub-Signature sha256 HMAC when present";
+    BitbucketCloud => bitbucket_cloud, "the URL; X-Hub-Signature sha256 HMAC when present, required with requireSignature: true";
     BitbucketServer => bitbucket_server, "HMAC: X-Hub-Signature";
     DockerHub => dockerhub, "the URL is the secret (Docker Hub signs nothing)";
     Quay => quay, "the URL is the secret (Quay signs nothing)";
@@ -149,6 +156,9 @@ pub struct Settings {
     pub gcr: Option<gcr::PushAuth>,
     /// Where tokens are checked (GCR with an audience); passed in, so providers make no calls.
     pub token_check: Option<Arc<dyn TokenCheck>>,
+    /// Refuse deliveries without a signature where the provider makes it optional
+    /// (BitbucketCloud's `requireSignature`).
+    pub require_signature: bool,
 }
 
 impl Settings {
@@ -159,6 +169,7 @@ impl Settings {
             registry_host: None,
             gcr: None,
             token_check: None,
+            require_signature: false,
         }
     }
 }
@@ -184,6 +195,22 @@ pub enum Outcome {
     Ignored(String),
     /// A ping or test delivery.
     Pong,
+}
+
+impl Outcome {
+    /// The outcome with its changes held to the bounds of [`Changes`].
+    fn bounded(self) -> Result<Outcome, Rejection> {
+        match self {
+            Outcome::Notify(list) => {
+                let mut changes = Changes::default();
+                for change in list {
+                    changes.push(change)?;
+                }
+                Ok(Outcome::Notify(changes.into_vec()))
+            }
+            other => Ok(other),
+        }
+    }
 }
 
 /// A cause kept for the log, with its own `source()` chain.
@@ -411,6 +438,8 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
@@ -433,6 +462,113 @@ mod tests {
     fn printable_strips_control_bytes_and_bounds_length() {
         assert_eq!(printable("issue\r\nX: y"), "issueX: y");
         assert_eq!(printable(&"a".repeat(200)).len(), 64);
+    }
+
+    /// Strings of a sample payload that name things (not event words like `push`), grown
+    /// with `suffix`; lists grown to `entries` copies, each with its names made distinct.
+    fn grown(value: &serde_json::Value, entries: usize, suffix: &str) -> serde_json::Value {
+        use serde_json::Value;
+        const WORDS: [&str; 10] = [
+            "action",
+            "mediaType",
+            "type",
+            "Kind",
+            "eventType",
+            "event_type",
+            "domain",
+            "format",
+            "newObjectId",
+            "data",
+        ];
+        match value {
+            Value::Array(items) => Value::Array(
+                (0..entries)
+                    .flat_map(|i| items.iter().map(move |item| (i, item)))
+                    .map(|(i, item)| grown(item, entries, &format!("{suffix}{i}")))
+                    .collect(),
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| match v {
+                        Value::String(w)
+                            if WORDS.contains(&k.as_str()) || w == "ssh" || w == "BRANCH" =>
+                        {
+                            (k.clone(), v.clone())
+                        }
+                        Value::String(text) => {
+                            (k.clone(), Value::String(format!("{text}{suffix}")))
+                        }
+                        other => (k.clone(), grown(other, entries, suffix)),
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// What a source made of a grown sample: a 400 with its reason, or changes within bounds.
+    fn refused_or_bounded(source: Source, body: &[u8]) -> Option<String> {
+        let settings = testing::settings_with_host("registry.example.com");
+        match source.handle(&source.sample(testing::KEY, body), &settings) {
+            Err(Rejection::Malformed(why)) => Some(why.to_string()),
+            Ok(Outcome::Notify(changes)) => {
+                assert!(changes.len() <= MAX_CHANGES, "{source}: {}", changes.len());
+                let distinct: HashSet<&Change> = changes.iter().collect();
+                assert_eq!(distinct.len(), changes.len(), "{source}: repeats");
+                for change in &changes {
+                    let names = match change {
+                        Change::Git { url, branch } => [url, branch],
+                        Change::Image(n) => [&n.domain, &n.image],
+                    };
+                    assert!(names.iter().all(|n| n.len() <= MAX_NAME_BYTES), "{source}");
+                }
+                None
+            }
+            other => panic!("{source}: {other:?}"),
+        }
+    }
+
+    /// However a sender grows a payload (more list entries than [`MAX_CHANGES`], names longer
+    /// than [`MAX_NAME_BYTES`]), no source yields more, longer or repeated changes: the
+    /// delivery is a 400 naming the bound. The sources that read lists refuse them while
+    /// parsing.
+    #[test]
+    fn every_source_holds_the_change_bounds() {
+        let long = "n".repeat(MAX_NAME_BYTES);
+        for source in Source::ALL {
+            let sample: serde_json::Value =
+                serde_json::from_slice(source.sample_body()).expect("samples are JSON");
+            let body = serde_json::to_vec(&grown(&sample, 1, &long)).unwrap();
+            let why = refused_or_bounded(*source, &body).unwrap_or_default();
+            // Harbor's grown name ends in its tag, which is dropped; GCR's names are inside the
+            // base64 of `message.data`, which growing breaks.
+            let unnamed = [Source::Harbor, Source::GoogleContainerRegistry];
+            assert_eq!(
+                why.contains("bytes long"),
+                !unnamed.contains(source),
+                "{source}: a name over {MAX_NAME_BYTES} bytes: {why}"
+            );
+            let lists = [
+                grown(&sample, MAX_CHANGES + 1, "-"),
+                serde_json::Value::Array(vec![sample.clone(); MAX_CHANGES + 1]),
+            ]
+            .map(|v| serde_json::to_vec(&grown(&v, 1, "")).unwrap());
+            let refusals: Vec<String> = lists
+                .iter()
+                .filter_map(|body| refused_or_bounded(*source, body))
+                .filter(|why| why.contains(&MAX_CHANGES.to_string()))
+                .collect();
+            let reads_lists = matches!(
+                source,
+                Source::BitbucketCloud
+                    | Source::BitbucketServer
+                    | Source::AzureDevOps
+                    | Source::Distribution
+                    | Source::Harbor
+                    | Source::Generic
+            );
+            assert_eq!(!refusals.is_empty(), reads_lists, "{source}: {refusals:?}");
+        }
     }
 
     /// Every provider's sample is a good delivery: it notifies with the key it was made with,

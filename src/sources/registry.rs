@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{image_change, unauthorized, Rejection};
+use super::{image_change, unauthorized, Changes, Rejection};
 use crate::change::Change;
 use crate::signature::tokens_equal;
 
@@ -88,36 +88,47 @@ pub(crate) struct Request {
     pub(crate) host: String,
 }
 
+/// What an event says was pushed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// A tag push of a manifest: `host/repository`.
+    Image(String),
+    /// A tag push, but neither the event nor the endpoint (`registryHost`) names a host: fluxd
+    /// would read a bare name as Docker Hub's, an image nobody pushed.
+    NoHost,
+    /// Anything else: pulls, deletes, mounts, blobs, pushes by digest only.
+    Nothing,
+}
+
+/// The reason given for a push that names no host.
+pub(crate) const NO_HOST: &str =
+    "the event names no registry host; set registryHost on the endpoint to the host workloads pull from";
+
 impl Event {
     /// The image a tag push of a manifest names: `registry_host` (when set) or the request's
-    /// host, then the repository. `None` for anything else: pulls, deletes, mounts, blobs,
-    /// pushes by digest only.
-    pub(crate) fn pushed_image(&self, registry_host: Option<&str>) -> Option<String> {
+    /// host, then the repository.
+    pub(crate) fn pushed_image(&self, registry_host: Option<&str>) -> Pushed {
         let tag_push = self.action == "push"
             && !self.target.tag.is_empty()
             && MANIFEST_TYPES.contains(&self.target.media_type.as_str());
         if !tag_push {
-            return None;
+            return Pushed::Nothing;
         }
         let host = registry_host.unwrap_or(&self.request.host);
-        let host = host.trim_end_matches('/');
-        Some(match host {
-            "" => self.target.repository.clone(),
-            host => format!("{host}/{}", self.target.repository),
-        })
+        match host.trim_end_matches('/') {
+            "" => Pushed::NoHost,
+            host => Pushed::Image(format!("{host}/{}", self.target.repository)),
+        }
     }
 }
 
 /// One change per distinct image, in first-seen order.
 pub(crate) fn distinct_changes(references: &[String]) -> Result<Vec<Change>, Rejection> {
-    let mut changes: Vec<Change> = Vec::new();
+    let mut changes = Changes::default();
     for reference in references {
-        let change = image_change(reference)?;
-        if !changes.contains(&change) {
-            changes.push(change);
-        }
+        changes.push(image_change(reference)?)?;
     }
-    Ok(changes)
+    Ok(changes.into_vec())
 }
 
 #[cfg(test)]
@@ -172,21 +183,30 @@ mod tests {
             },
         };
         let oci = "application/vnd.oci.image.manifest.v1+json";
+        let image = |name: &str| Pushed::Image(name.into());
         assert_eq!(
-            event("push", oci, "1.0").pushed_image(None).as_deref(),
-            Some("mirror.internal:5000/team/app")
+            event("push", oci, "1.0").pushed_image(None),
+            image("mirror.internal:5000/team/app")
         );
         assert_eq!(
-            event("push", oci, "1.0")
-                .pushed_image(Some("registry.example.com/"))
-                .as_deref(),
-            Some("registry.example.com/team/app")
+            event("push", oci, "1.0").pushed_image(Some("registry.example.com/")),
+            image("registry.example.com/team/app")
         );
-        assert_eq!(event("push", oci, "").pushed_image(None), None);
-        assert_eq!(event("pull", oci, "1.0").pushed_image(None), None);
+        assert_eq!(event("push", oci, "").pushed_image(None), Pushed::Nothing);
+        assert_eq!(
+            event("pull", oci, "1.0").pushed_image(None),
+            Pushed::Nothing
+        );
         assert_eq!(
             event("push", "application/octet-stream", "1.0").pushed_image(None),
-            None
+            Pushed::Nothing
+        );
+        let mut hostless = event("push", oci, "1.0");
+        hostless.request.host.clear();
+        assert_eq!(hostless.pushed_image(None), Pushed::NoHost);
+        assert_eq!(
+            hostless.pushed_image(Some("registry.example.com")),
+            image("registry.example.com/team/app")
         );
     }
 

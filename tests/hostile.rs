@@ -1,0 +1,173 @@
+//! Hostile traffic against the real binary: each attack that once let one request, one client or
+//! one forged token hurt everyone else, kept as a test so that it stays fixed. Bounds on time and
+//! memory are generous multiples of what the fix measures, so that they hold on a busy machine.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const KEY: &[u8] = b"hostile-suite-key-0123456789abcdef";
+
+/// A config with these endpoint lines (each `- source: …` block; keys written as given).
+fn config(head: &str, endpoints: &str, keys: &[(&str, &[u8])]) -> String {
+    let yaml = format!("fluxRecvVersion: 1\n{head}endpoints:\n{endpoints}");
+    write_yaml(&temp_dir("hostile"), &yaml, keys)
+        .display()
+        .to_string()
+}
+
+/// A Bitbucket Cloud push naming `branches` of the repository `full_name`.
+fn bitbucket_push(full_name: &str, branches: impl Iterator<Item = String>) -> Vec<u8> {
+    let changes: Vec<String> = branches
+        .map(|b| format!(r#"{{"new":{{"name":"{b}"}}}}"#))
+        .collect();
+    format!(
+        r#"{{"push":{{"changes":[{}]}},"repository":{{"full_name":"{full_name}"}}}}"#,
+        changes.join(",")
+    )
+    .into_bytes()
+}
+
+fn bitbucket_post(server: &Proc, body: &[u8]) -> Reply {
+    post(
+        server.addr,
+        &route_of(KEY, ""),
+        &[("X-Event-Key", "repo:push"), ("Connection", "close")],
+        body,
+    )
+}
+
+fn rss_kib(server: &Proc) -> u64 {
+    server.status("VmRSS")
+}
+
+/// One unsigned Bitbucket Cloud request (the URL is the credential) once turned into gigabytes,
+/// seconds of lock time and thousands of calls. Now a list over the cap or a name over its
+/// bound is a 400, refused while parsing, and the process stays small and responsive.
+#[test]
+fn one_request_cannot_multiply_into_memory_calls_or_lock_time() {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let cfg = config(
+        &format!("api: {}\n", fluxd.api()),
+        "- source: BitbucketCloud\n  keyPath: key\n",
+        &[("key", KEY)],
+    );
+    let server = Proc::start(&["--config", &cfg, "--threads", "2"]);
+    let before = rss_kib(&server);
+
+    // 100 changes of a 200 KB repository name: each change once copied the name.
+    let long = bitbucket_push(&"a".repeat(200_000), (0..100).map(|i| format!("b{i}")));
+    let reply = bitbucket_post(&server, &long);
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(server
+        .stderr_with("bytes long")
+        .contains("repository.full_name is 200000 bytes long"));
+
+    // 40,000 distinct branches: refused at the 101st while parsing, in well under a second,
+    // while /metrics and another push are answered at once.
+    let many = bitbucket_push("acme/app", (0..40_000).map(|i| format!("branch-{i}")));
+    let flood = {
+        let addr = server.addr;
+        let route = route_of(KEY, "");
+        thread::spawn(move || {
+            let started = Instant::now();
+            let reply = post(addr, &route, &[("X-Event-Key", "repo:push")], &many);
+            (reply.status, started.elapsed())
+        })
+    };
+    let started = Instant::now();
+    assert_eq!(get(server.addr, "/metrics").status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, took) = flood.join().unwrap();
+    assert_eq!(status, 400);
+    assert!(took < Duration::from_secs(2), "40k branches took {took:?}");
+    assert!(server
+        .stderr_with("more than 100 entries")
+        .contains("a list of more than 100 entries"));
+
+    // Over the cap by one is refused; at the cap, 100 calls and no more.
+    let over = bitbucket_push("acme/app", (0..101).map(|i| format!("b{i}")));
+    assert_eq!(bitbucket_post(&server, &over).status, 400);
+    assert!(
+        fluxd.requests().is_empty(),
+        "{} calls",
+        fluxd.requests().len()
+    );
+    let at = bitbucket_push("acme/app", (0..100).map(|i| format!("b{}", i % 50)));
+    assert_eq!(bitbucket_post(&server, &at).status, 200);
+    assert_eq!(fluxd.requests().len(), 50, "repeats are one call each");
+
+    let after = rss_kib(&server);
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    // One line per refused delivery, not one per change.
+    let lines = server.stderr_text().lines().count();
+    assert!(lines < 40, "{lines} log lines");
+}
+
+/// An operator who set a secret on the Bitbucket hook and `requireSignature: true` gets unsigned
+/// deliveries refused; without it they are served by the URL alone, and the start-up says so.
+#[test]
+fn bitbucket_cloud_can_require_its_signature() {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let body = bitbucket_push("acme/app", ["main".to_owned()].into_iter());
+    for (required, unsigned_status) in [(true, 401), (false, 200)] {
+        let cfg = config(
+            &format!("api: {}\n", fluxd.api()),
+            &format!("- source: BitbucketCloud\n  keyPath: key\n  requireSignature: {required}\n"),
+            &[("key", KEY)],
+        );
+        let server = Proc::start(&["--config", &cfg]);
+        assert_eq!(bitbucket_post(&server, &body).status, unsigned_status);
+        let signed = post(
+            server.addr,
+            &route_of(KEY, ""),
+            &[
+                ("X-Event-Key", "repo:push"),
+                (
+                    "X-Hub-Signature",
+                    &format!("sha256={}", hmac_hex("sha256", KEY, &body)),
+                ),
+            ],
+            &body,
+        );
+        assert_eq!(signed.status, 200);
+        assert_eq!(
+            server.stderr_text().contains("accepts unsigned deliveries"),
+            !required
+        );
+    }
+}
+
+/// A Distribution event without `request.host`, on an endpoint without `registryHost`, once
+/// announced an image with an empty domain, which fluxd reads as Docker Hub's.
+#[test]
+fn an_image_event_that_names_no_host_is_ignored() {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let cfg = config(
+        &format!("api: {}\n", fluxd.api()),
+        "- source: Distribution\n  keyPath: key\n",
+        &[("key", KEY)],
+    );
+    let server = Proc::start(&["--config", &cfg]);
+    let body = br#"{"events":[{"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"team/app","tag":"1.0"}}]}"#;
+    let bearer = format!("Bearer {}", String::from_utf8_lossy(KEY));
+    let reply = post(
+        server.addr,
+        &route_of(KEY, ""),
+        &[("Authorization", &bearer)],
+        body,
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.contains("set registryHost"), "{}", reply.body);
+    assert!(fluxd.requests().is_empty());
+}
