@@ -214,13 +214,69 @@ fn push_logfmt_value(line: &mut String, value: &str) {
             '\n' => line.push_str("\\n"),
             '\r' => line.push_str("\\r"),
             '\t' => line.push_str("\\t"),
-            c if c.is_control() => {
+            c if hidden(c) => {
                 let _ = write!(line, "\\u{{{:x}}}", c as u32);
             }
             c => line.push(c),
         }
     }
     line.push('"');
+}
+
+/// Characters a sender-chosen string must not put raw into a log line: controls, the Unicode
+/// line and paragraph separators (a new line to many log viewers), and format characters
+/// (category Cf: bidi overrides and isolates that reorder what a reader sees, zero-width
+/// characters, the BOM), which would let a payload forge or disguise a line.
+fn hidden(c: char) -> bool {
+    const FORMAT: [(u32, u32); 21] = [
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x2028, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ];
+    let n = c as u32;
+    c.is_control() || FORMAT.iter().any(|&(low, high)| (low..=high).contains(&n))
+}
+
+/// A JSON string written by serde_json with the [`hidden`] characters it leaves raw (all but
+/// the controls) escaped as `\uXXXX` too.
+fn push_json_string(line: &mut Vec<u8>, text: &str) {
+    let start = line.len();
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *line, text);
+    if !text.chars().any(|c| hidden(c) && !c.is_control()) {
+        return;
+    }
+    let written = String::from_utf8_lossy(&line[start..]).into_owned();
+    line.truncate(start);
+    let mut units = [0u16; 2];
+    for c in written.chars() {
+        if hidden(c) {
+            for unit in c.encode_utf16(&mut units) {
+                line.extend_from_slice(format!("\\u{unit:04x}").as_bytes());
+            }
+        } else {
+            let mut bytes = [0u8; 4];
+            line.extend_from_slice(c.encode_utf8(&mut bytes).as_bytes());
+        }
+    }
 }
 
 /// The same fields, in the same order, as one JSON object; strings and numbers are written by
@@ -235,10 +291,13 @@ fn json_line(ts: &str, level: Level, msg: &str, fields: &Fields<'_>) -> String {
     for (i, (key, value)) in pairs.enumerate() {
         line.push(if i == 0 { b'{' } else { b',' });
         // Writing strings and numbers into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut line, key);
+        push_json_string(&mut line, key);
         line.push(b':');
         let _ = match &value {
-            Value::Text(text) => serde_json::to_writer(&mut line, text.as_ref()),
+            Value::Text(text) => {
+                push_json_string(&mut line, text);
+                Ok(())
+            }
             Value::Int(n) => serde_json::to_writer(&mut line, n),
             Value::Float(x) => serde_json::to_writer(&mut line, x),
         };
@@ -356,6 +415,34 @@ mod tests {
         assert_eq!(v["hook"], "12345678");
         assert_eq!(v["delivery"], "4242");
         assert_eq!(v["changes"], 2);
+    }
+
+    /// Line and paragraph separators, bidi overrides and other format characters from a
+    /// payload reach neither log format raw, and read back as the same text.
+    #[test]
+    fn separators_and_format_characters_are_escaped_in_both_formats() {
+        let sneaky = "main\u{2028}ts=0 level=info msg=forged\u{2029}\u{202e}gpj.exe\u{200b}\u{feff}\u{e0041}";
+        let fields = [("ref", Value::from(sneaky))];
+        let logfmt = logfmt_line("T", Level::Info, "request", &fields);
+        let json = json_line("T", Level::Info, "request", &fields);
+        for line in [&logfmt, &json] {
+            assert!(line.is_ascii(), "{line}");
+            assert_eq!(line.matches('\n').count(), 1);
+        }
+        assert!(logfmt.contains("main\\u{2028}ts=0"), "{logfmt}");
+        assert!(
+            logfmt.contains("\\u{202e}gpj.exe\\u{200b}\\u{feff}\\u{e0041}"),
+            "{logfmt}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["ref"], sneaky);
+        assert!(
+            json.contains("\\u2028") && json.contains("\\udb40\\udc41"),
+            "{json}"
+        );
+        // Ordinary non-ASCII text is kept as it is.
+        let plain = json_line("T", Level::Info, "m", &[("name", "café ✓".into())]);
+        assert!(plain.contains("café ✓"));
     }
 
     #[test]

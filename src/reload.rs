@@ -72,7 +72,8 @@ pub fn signals() -> std::io::Result<Signals> {
 }
 
 /// Logs one line per endpoint (with its full route, as the Go original did, for operators to
-/// copy) and one per downstream.
+/// copy; only its prefix where the route is the endpoint's only credential, since logs travel
+/// to places many people read) and one per downstream.
 pub fn announce(config: &Config) {
     for downstream in &config.downstreams {
         log::info(
@@ -93,15 +94,18 @@ pub fn announce(config: &Config) {
             .into_iter()
             .map(|i| config.downstreams[i].name.as_str())
             .collect();
-        log::info(
-            "endpoint",
-            &[
-                ("source", endpoint.source.name().into()),
-                ("key", log::text(endpoint.key_path.display())),
-                ("route", endpoint.route().into()),
-                ("notify", notify.join(",").into()),
-            ],
-        );
+        let fields = [
+            ("source", endpoint.source.name().into()),
+            ("key", log::text(endpoint.key_path.display())),
+            ("route", endpoint.loggable_route().into()),
+            ("notify", notify.join(",").into()),
+            (
+                "note",
+                "the route is this endpoint's credential: `flux-recv endpoints` prints it".into(),
+            ),
+        ];
+        let shown = fields.len() - usize::from(!endpoint.route_is_credential());
+        log::info("endpoint", &fields[..shown]);
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::temp_dir;
+use common::{temp_dir, write_key};
 use flux_recv::config;
 
 /// One config case.
@@ -25,11 +25,37 @@ const GOOD_KEY: &[u8] = b"a-good-random-key-0123456789";
 fn run(case: &Case) -> Result<config::Loaded, config::ConfigErrors> {
     let dir = temp_dir("config");
     for (name, content) in case.keys {
-        std::fs::write(dir.join(name), content).unwrap();
+        write_key(&dir.join(name), content);
     }
     let path = dir.join("fluxrecv.yaml");
     std::fs::write(&path, case.yaml).unwrap();
     config::load(&path)
+}
+
+/// A key file others may read is warned about (through a symlink too, as Kubernetes mounts
+/// Secrets); one shared with the group (a Secret with an `fsGroup`) is not.
+#[test]
+fn key_files_readable_by_everyone_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let yaml = "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: link.key\n";
+    for (mode, warned) in [(0o644, true), (0o604, true), (0o640, false), (0o600, false)] {
+        let dir = temp_dir("modes");
+        write_key(&dir.join("real.key"), b"key-0123456789abcdef");
+        let real = dir.join("real.key");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::symlink(&real, dir.join("link.key")).unwrap();
+        std::fs::write(dir.join("fluxrecv.yaml"), yaml).unwrap();
+        let loaded = config::load(&dir.join("fluxrecv.yaml")).expect("loads");
+        let warning = loaded
+            .warnings
+            .iter()
+            .find(|w| w.contains("readable by every user"));
+        assert_eq!(warning.is_some(), warned, "{mode:o}: {:?}", loaded.warnings);
+        if let Some(warning) = warning {
+            assert!(warning.contains(&format!("mode {mode:04o}")), "{warning}");
+            assert!(warning.contains("endpoints[0] (GitHub)"), "{warning}");
+        }
+    }
 }
 
 #[test]

@@ -133,6 +133,25 @@ fn no_secret_in_replies_or_logs() {
             );
         }
     }
+    // Where the route is the only credential (URL-only sources), the endpoint line shows its
+    // 8-hex prefix and says where to get it whole; routes of sources that verify a signature or
+    // token stay whole, as the Go original printed them.
+    for (source, route) in Source::ALL.iter().zip(&routes) {
+        let line = endpoint_lines
+            .iter()
+            .find(|l| l.contains(&format!("source={} ", source.name())))
+            .unwrap_or_else(|| panic!("no endpoint line for {source}"));
+        let url_only = matches!(
+            source,
+            Source::DockerHub
+                | Source::Quay
+                | Source::BitbucketCloud
+                | Source::GoogleContainerRegistry
+        );
+        assert_eq!(line.contains(route.as_str()), !url_only, "{line}");
+        assert!(line.contains(&route[..8]), "{line}");
+        assert_eq!(line.contains("flux-recv endpoints"), url_only, "{line}");
+    }
     // And no 40+ hex run at all (a full digest or a MAC) anywhere else in the logs.
     let hex_run = logs
         .split(|c: char| !c.is_ascii_hexdigit())

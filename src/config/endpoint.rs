@@ -68,6 +68,29 @@ impl Endpoint {
         hex::encode(&self.digest[..4])
     }
 
+    /// Whether the route is the endpoint's only credential (a source that signs nothing, or one
+    /// whose signature or token is not required here): then logs show only its prefix.
+    pub fn route_is_credential(&self) -> bool {
+        match self.source {
+            Source::DockerHub | Source::Quay => true,
+            Source::BitbucketCloud => !self.require_signature,
+            Source::GoogleContainerRegistry => {
+                self.gcr.as_ref().is_none_or(|g| g.audience.is_none())
+            }
+            _ => false,
+        }
+    }
+
+    /// The route as start-up and reload lines show it: whole, as the Go original printed it,
+    /// unless it is the credential; then its 8-hex prefix.
+    pub fn loggable_route(&self) -> String {
+        if self.route_is_credential() {
+            format!("/hook/{}…", self.digest_prefix())
+        } else {
+            self.route()
+        }
+    }
+
     /// `endpoints[2] (GitHub)`: how messages name this endpoint.
     pub fn label(&self) -> String {
         format!("endpoints[{}] ({})", self.index, self.source)

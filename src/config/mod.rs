@@ -251,6 +251,12 @@ pub(crate) fn read_secret(
             full.display()
         ));
     }
+    if let Some(mode) = readable_by_others(&full) {
+        warnings.push(format!(
+            "{label}: {} is readable by every user on this machine (mode {mode:04o}); make it readable by its owner (and group) only: chmod o-r, or on Kubernetes the Secret volume's defaultMode: 0440",
+            full.display()
+        ));
+    }
     if bytes.len() < SHORT_KEY_BYTES {
         warnings.push(format!(
             "{label}: {} holds fewer than {SHORT_KEY_BYTES} bytes; use a longer random secret",
@@ -258,6 +264,14 @@ pub(crate) fn read_secret(
         ));
     }
     Ok(Key::new(bytes))
+}
+
+/// The permission bits of a file (through symlinks, as Kubernetes mounts Secrets) when others
+/// may read it. Group access is how Kubernetes shares a Secret with an `fsGroup`: not warned.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o004 != 0).then_some(mode)
 }
 
 /// An https URL in a build without TLS.

@@ -351,10 +351,18 @@ impl Ep {
     }
 }
 
+/// A key or token file, readable by its owner only, as an operator writes one (a key readable
+/// by everyone is warned about).
+pub fn write_key(path: &Path, content: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// The one config writer: `yaml` and its key files into `dir`; the config's path.
 pub fn write_yaml(dir: &Path, yaml: &str, files: &[(&str, &[u8])]) -> PathBuf {
     for (name, content) in files {
-        std::fs::write(dir.join(name), content).unwrap();
+        write_key(&dir.join(name), content);
     }
     let path = dir.join("fluxrecv.yaml");
     std::fs::write(&path, yaml).unwrap();
