@@ -15,8 +15,20 @@ use crate::sources::{MAX_CHANGES, MAX_NAME_BYTES};
 const FUZZ_KEY: &[u8] = b"fuzz-key-0123456789abcdef";
 const FUZZ_MAX_BODY: u64 = 64 * 1024;
 
-/// Request framing: byte 0 chooses how many bytes each read returns, the rest is the stream.
+/// What [`http_request`] frames of an input: enough for every framing rule (a head, chunk
+/// lines, trailers), and short enough that a byte-at-a-time read under coverage
+/// instrumentation runs thousands of times a second. [`http_request_long`] takes any length.
+pub const HTTP_INPUT_BYTES: usize = 4096;
+
+/// Request framing: byte 0 chooses how many bytes each read returns, the rest is the stream
+/// (its first [`HTTP_INPUT_BYTES`]).
 pub fn http_request(data: &[u8]) {
+    http_request_long(&data[..data.len().min(HTTP_INPUT_BYTES + 1)]);
+}
+
+/// Request framing of inputs of any length (heads up to the 16 KiB cap, dripped), for a
+/// slower campaign of its own.
+pub fn http_request_long(data: &[u8]) {
     let Some((&step, bytes)) = data.split_first() else {
         return;
     };

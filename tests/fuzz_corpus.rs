@@ -25,6 +25,7 @@ fn replay(target: &str, run: fn(&[u8])) {
 #[test]
 fn http_request_corpus() {
     replay("http_request", flux_recv::fuzzing::http_request);
+    replay("http_request", flux_recv::fuzzing::http_request_long);
 }
 
 #[test]

@@ -171,3 +171,81 @@ fn an_image_event_that_names_no_host_is_ignored() {
     assert!(reply.body.contains("set registryHost"), "{}", reply.body);
     assert!(fluxd.requests().is_empty());
 }
+
+/// A GitHub ping of `size` bytes, signed with `key`: the genuine delivery the attacks must not
+/// delay.
+fn github_ping(size: usize, key: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+    let mut body = br#"{"zen":"Keep it logically awesome.","pad":""#.to_vec();
+    body.resize(size - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    let headers = vec![
+        ("X-GitHub-Event".to_owned(), "ping".to_owned()),
+        (
+            "X-Hub-Signature-256".to_owned(),
+            format!("sha256={}", hmac_hex("sha256", key, &body)),
+        ),
+        ("Connection".to_owned(), "close".to_owned()),
+    ];
+    (headers, body)
+}
+
+fn send_ping(addr: std::net::SocketAddr, key: &[u8], size: usize) -> (Reply, Duration) {
+    let (headers, body) = github_ping(size, key);
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let started = Instant::now();
+    let reply = post(addr, &route_of(key, ""), &headers, &body);
+    (reply, started.elapsed())
+}
+
+/// Uploads that declare 25 MiB, send 70 KB and stall once drained the shared body budget from
+/// their heads alone: a signed 100 KB ping waited 9.8 s. The budget now follows the bytes that
+/// arrived.
+#[test]
+fn stalled_uploads_do_not_starve_the_body_budget() {
+    let cfg = config("", "- source: GitHub\n  keyPath: key\n", &[("key", KEY)]);
+    let server = Proc::start(&["--config", &cfg, "--threads", "2", "--read-timeout", "10"]);
+    let route = route_of(KEY, "");
+    let stalled: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+            let head = format!(
+                "POST {route} HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nContent-Length: {}\r\n\r\n",
+                25 * 1024 * 1024
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&vec![b'{'; 70_000]).unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let (reply, took) = send_ping(server.addr, KEY, 100_000);
+    assert_eq!((reply.status, reply.body.as_str()), (200, "Pong"));
+    assert!(took < Duration::from_secs(1), "the ping took {took:?}");
+    drop(stalled);
+}
+
+/// Chunk extensions with control bytes and trailers that are not header fields were accepted;
+/// a front proxy may read such framing differently. Both are 400 now, and the server serves on.
+#[test]
+fn lenient_chunked_framing_is_refused() {
+    let cfg = config("", "- source: GitHub\n  keyPath: key\n", &[("key", KEY)]);
+    let server = Proc::start(&["--config", &cfg]);
+    for framing in [
+        &b"5;a\rb\r\nhello\r\n0\r\n\r\n"[..],
+        b"5\r\nhello\r\n0\r\n\x00\x01GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut request = format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: ping\r\nTransfer-Encoding: chunked\r\n\r\n",
+            route_of(KEY, "")
+        )
+        .into_bytes();
+        request.extend_from_slice(framing);
+        let reply = raw(server.addr, &request).expect("a reply");
+        assert_eq!(reply.status, 400, "{framing:?}");
+    }
+    assert_eq!(send_ping(server.addr, KEY, 200).0.status, 200);
+}

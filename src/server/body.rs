@@ -15,9 +15,9 @@ const MAX_CHUNK_LINE: usize = 1024;
 /// nothing holds almost no memory.
 pub(crate) const BODY_FIRST_ALLOCATION: usize = 64 * 1024;
 /// Bodies up to this size (nearly every webhook) are read without touching the shared budget:
-/// a per-connection constant. A larger body takes its whole size from the budget at once (its
-/// `Content-Length`, or the cap when chunked), so no request ever waits for the budget while
-/// holding part of it, and bodies cannot deadlock each other.
+/// a per-connection constant. Past it, the buffer takes from the budget what it grows by, as
+/// the bytes arrive: a client that declares 25 MiB and stalls holds what it sent, not what it
+/// declared, so stalled uploads cannot starve a genuine delivery of the budget.
 pub(crate) const BODY_ALLOWANCE: u64 = 64 * 1024;
 
 /// Bytes of request bodies held at once, across connections.
@@ -89,11 +89,10 @@ impl Drop for Reservation {
 /// A body being received: its bytes and the budget they hold.
 pub(crate) struct BodyBuf {
     data: Vec<u8>,
+    /// What the buffer holds past [`BODY_ALLOWANCE`], taken from the budget.
     reservation: Reservation,
     /// Largest body accepted; one byte more means 413.
     cap: u64,
-    /// What to take from the budget once past [`BODY_ALLOWANCE`]: the declared length, or the cap.
-    whole: u64,
 }
 
 impl BodyBuf {
@@ -105,13 +104,29 @@ impl BodyBuf {
                 bytes: 0,
             },
             cap,
-            whole: cap,
         }
     }
 
     /// The bytes, and the budget they hold (to keep until the handler is done with them).
     pub(crate) fn into_parts(self) -> (Vec<u8>, Reservation) {
         (self.data, self.reservation)
+    }
+
+    /// Grows the buffer for `target` bytes: doubling (at most to `target`), each growth past
+    /// [`BODY_ALLOWANCE`] first paid for from the budget, waiting for it until `deadline`.
+    fn grow(&mut self, target: usize, deadline: Instant) -> Result<(), ReadError> {
+        let capacity = self.data.capacity();
+        let new_capacity = (capacity * 2).max(BODY_FIRST_ALLOCATION).min(target);
+        let owed = (new_capacity as u64).saturating_sub(BODY_ALLOWANCE);
+        if owed > self.reservation.bytes
+            && !self
+                .reservation
+                .grow(owed - self.reservation.bytes, deadline)
+        {
+            return Err(ReadError::Refused(Refusal::NoBudget));
+        }
+        self.data.reserve_exact(new_capacity - self.data.len());
+        Ok(())
     }
 
     /// Reads exactly `n` more bytes into the body.
@@ -125,24 +140,10 @@ impl BodyBuf {
         if target > self.cap {
             return Err(ReadError::Refused(Refusal::TooLarge));
         }
-        if target > BODY_ALLOWANCE && self.reservation.bytes == 0 {
-            let whole = self.whole.max(target);
-            if !self.reservation.grow(whole, deadline) {
-                return Err(ReadError::Refused(Refusal::NoBudget));
-            }
-        }
         let target = target as usize;
-        if self.reservation.bytes >= self.whole && self.data.capacity() < target {
-            // The whole declared body is paid for: one allocation, no copies while it grows.
-            // Pages are only touched as bytes arrive.
-            self.data
-                .reserve_exact(self.whole as usize - self.data.len());
-        }
         while self.data.len() < target {
             if self.data.len() == self.data.capacity() {
-                let capacity = self.data.capacity();
-                let new_capacity = (capacity * 2).max(BODY_FIRST_ALLOCATION).min(target);
-                self.data.reserve_exact(new_capacity - self.data.len());
+                self.grow(target, deadline)?;
             }
             // Fill the spare capacity straight from the connection: std's `read_to_end` reads
             // into it without zeroing it first (zeroing was 6 % of a push's CPU time).
@@ -172,9 +173,6 @@ pub(crate) fn read_body(
     body: &mut BodyBuf,
     deadline: Instant,
 ) -> Result<(), ReadError> {
-    if let Framing::Length(n) = framing {
-        body.whole = n;
-    }
     match framing {
         Framing::Length(n) => body.read_exact(conn, n, deadline),
         Framing::Chunked => read_chunked(conn, body, deadline),
@@ -195,6 +193,10 @@ pub(crate) fn read_chunked(
         if digits == 0 || digits > 15 || !rest_ok {
             return Err(bad("malformed chunk size"));
         }
+        // A front proxy may read control bytes in an extension differently: none is allowed.
+        if rest.iter().any(|&b| is_ctl(b)) {
+            return Err(bad("control character in a chunk extension"));
+        }
         let size = line[..digits].iter().fold(0u64, |n, b| {
             n * 16 + u64::from((*b as char).to_digit(16).unwrap_or(0))
         });
@@ -205,6 +207,9 @@ pub(crate) fn read_chunked(
                 let trailer = conn.read_line(MAX_HEAD_BYTES, deadline)?;
                 if trailer.is_empty() {
                     return Ok(());
+                }
+                if !is_header_field(&trailer) {
+                    return Err(bad("a trailer line is not a header field"));
                 }
                 trailer_bytes += trailer.len();
                 if trailer_bytes > MAX_HEAD_BYTES {
@@ -217,5 +222,76 @@ pub(crate) fn read_chunked(
         if !conn.read_line(2, deadline)?.is_empty() {
             return Err(bad("chunk data longer than its size"));
         }
+    }
+}
+
+/// A control byte (HTAB excepted), as RFC 9110 defines CTL.
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// `name: value` as RFC 9110 defines a field line: a token, a colon, a value of visible
+/// characters, spaces and tabs (obs-text allowed), no control byte.
+fn is_header_field(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    !name.is_empty() && name.iter().all(tchar) && !value.iter().any(|&b| is_ctl(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::conn::MemoryTransport;
+    use std::time::Duration;
+
+    fn chunked(bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let mut conn = Conn::new(MemoryTransport::new(bytes, bytes.len()));
+        let mut body = BodyBuf::new(&Arc::new(Budget::new(1 << 20)), 1 << 20);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        match read_chunked(&mut conn, &mut body, deadline) {
+            Ok(()) => Ok(body.into_parts().0),
+            Err(ReadError::Refused(Refusal::BadRequest(why))) => Err(why),
+            Err(_) => Err("other".into()),
+        }
+    }
+
+    #[test]
+    fn chunk_extensions_and_trailers_are_held_to_the_grammar() {
+        assert_eq!(chunked(b"5;a=b\r\nhello\r\n0\r\n\r\n").unwrap(), b"hello");
+        assert_eq!(
+            chunked(b"5 ; a=\"x y\"\r\nhello\r\n0\r\nX-T: v\tw\r\n\r\n").unwrap(),
+            b"hello"
+        );
+        for bad in [
+            &b"5;a\rb\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;a\x00\r\nhello\r\n0\r\n\r\n",
+            b"5;\x7f\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\x00\x01GET / HTTP/1.1\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nno colon here\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nBad Name: v\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX: a\x01b\r\n\r\n",
+        ] {
+            assert!(chunked(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// A body past the allowance holds from the budget what has arrived, not what was
+    /// declared: a declared 25 MiB that stalls after 70 KB holds 64 KiB of it.
+    #[test]
+    fn the_budget_follows_the_bytes_that_arrived() {
+        let budget = Arc::new(Budget::new(10 << 20));
+        let sent = vec![b'x'; 70_000];
+        let mut conn = Conn::new(MemoryTransport::new(&sent, 4096));
+        let mut body = BodyBuf::new(&budget, 25 << 20);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let stalled = body.read_exact(&mut conn, 25 << 20, deadline);
+        assert!(matches!(stalled, Err(ReadError::Closed)));
+        let held = *budget.used.lock().unwrap();
+        assert_eq!(held, 64 * 1024, "held {held}");
+        drop(body);
+        assert_eq!(*budget.used.lock().unwrap(), 0);
     }
 }
