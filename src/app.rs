@@ -33,7 +33,7 @@ pub struct Running {
 
 /// Binds the listeners for `config`; nothing is served until [`Bound::spawn`].
 pub fn bind(config: &Config, options: &Options) -> Result<Bound, String> {
-    let delivery = Delivery::new(config, options.delivery.clone(), &options.server);
+    let delivery = Delivery::new(config, options.delivery.clone(), &options.server)?;
     let handler: Arc<dyn server::Handler> = Arc::clone(&delivery) as Arc<dyn server::Handler>;
     let server = Server::bind(handler, options.server.clone())?;
     Ok(Bound { server, delivery })

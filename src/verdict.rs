@@ -42,6 +42,8 @@ pub enum Ending {
     Refused { changes: usize, cause: Cause },
     /// A change could not be queued for redelivery: the queue is full.
     QueueFull { changes: usize, cause: Cause },
+    /// Redelivery off: a downstream is over its rate (`--notify-rate`); try again.
+    Throttled { changes: usize, cause: Cause },
     /// Redelivery off: a downstream could not be reached, or failed (5xx, 429).
     Failed { changes: usize, cause: Cause },
     /// Redelivery off: a downstream did not answer in time.
@@ -66,7 +68,7 @@ pub struct Verdict {
 }
 
 /// Every outcome word, for declaring the metrics' series and for the README's table.
-pub const OUTCOMES: [&str; 17] = [
+pub const OUTCOMES: [&str; 18] = [
     "notified",
     "queued",
     "pong",
@@ -81,6 +83,7 @@ pub const OUTCOMES: [&str; 17] = [
     "overloaded",
     "refused",
     "queue_full",
+    "throttled",
     "failed",
     "downstream_timeout",
     "panic",
@@ -116,6 +119,7 @@ pub fn verdict(ending: &Ending) -> Verdict {
             "fluxd did not accept the notification; redelivery queue full",
             "queue_full",
         ),
+        Ending::Throttled { .. } => (503, "Server busy, try again", "throttled"),
         Ending::Failed { .. } => (502, "fluxd did not accept the notification", "failed"),
         Ending::DownstreamTimeout { .. } => {
             (504, "Timed out waiting for fluxd", "downstream_timeout")
@@ -148,6 +152,7 @@ impl Ending {
             | Ending::Queued { changes, .. }
             | Ending::Refused { changes, .. }
             | Ending::QueueFull { changes, .. }
+            | Ending::Throttled { changes, .. }
             | Ending::Failed { changes, .. }
             | Ending::DownstreamTimeout { changes, .. } => *changes,
             _ => 0,
@@ -165,6 +170,7 @@ impl std::fmt::Display for Ending {
             Ending::Queued { cause, .. }
             | Ending::Refused { cause, .. }
             | Ending::QueueFull { cause, .. }
+            | Ending::Throttled { cause, .. }
             | Ending::Failed { cause, .. }
             | Ending::DownstreamTimeout { cause, .. } => cause.fmt(f),
             Ending::NotFound
@@ -185,6 +191,7 @@ impl std::error::Error for Ending {
             Ending::Queued { cause, .. }
             | Ending::Refused { cause, .. }
             | Ending::QueueFull { cause, .. }
+            | Ending::Throttled { cause, .. }
             | Ending::Failed { cause, .. }
             | Ending::DownstreamTimeout { cause, .. } => Some(cause.as_ref()),
             _ => None,
@@ -235,6 +242,13 @@ mod tests {
                     cause: cause(),
                 },
                 502,
+            ),
+            (
+                Ending::Throttled {
+                    changes: n,
+                    cause: cause(),
+                },
+                503,
             ),
             (
                 Ending::Failed {

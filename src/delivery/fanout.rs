@@ -3,47 +3,41 @@
 //! redelivery, 502 when one refused for good (or the queue was full), and with redelivery off
 //! 502/504 as the Go original's single fluxd gave.
 //!
-//! Several downstreams are told at once, each on its own thread, so a slow one never delays
-//! another. While a downstream has changes waiting for redelivery, or already has its share of
-//! calls waiting on it, new changes for it join the queue at once instead of waiting on it.
+//! The handler calls the first downstream itself; the others go to the callers at once, so
+//! several downstreams are told concurrently without a thread per downstream per delivery, and
+//! a slow one never delays another. Whether a downstream is called at all is its lane's to say
+//! (`downstream::redelivery`): one that is down, holds its share of calls already, or is over
+//! its rate gets the changes queued at once (or, with redelivery off, a failure).
 
-use std::thread;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use super::routes::{Route, Slot, Table, Target};
+use super::routes::{Route, Table, Target};
 use crate::change::Change;
-use crate::downstream::redelivery::Redelivery;
-use crate::downstream::{Class, OnRefused, Sent};
+use crate::downstream::calls::{Calls, Priority};
+use crate::downstream::redelivery::{Admit, Lane, Redelivery, Wait};
+use crate::downstream::{lock, Class, Downstream, OnRefused, Sent};
 use crate::log;
 use crate::metrics;
 use crate::verdict::Ending;
 
-/// What one downstream did with its share of a delivery, from best to worst: with several
-/// downstreams, the worst decides the reply.
+/// How a downstream's part of a delivery went, from best to worst: with several downstreams,
+/// the worst decides the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Severity {
-    Delivered,
     Queued,
     TimedOut,
     Failed,
+    Throttled,
     QueueFull,
     Refused,
 }
 
-/// One downstream's result, and why it is not a plain success.
-struct Told(Severity, Option<Failure>);
-
-impl Told {
-    const DELIVERED: Told = Told(Severity::Delivered, None);
-
-    fn failed(severity: Severity, why: Failure) -> Told {
-        Told(severity, Some(why))
-    }
-}
-
-/// Why a downstream did not take a change at once.
+/// Why a downstream did not take its changes at once; made only when one did not.
 #[derive(Debug)]
 struct Failure {
+    severity: Severity,
     downstream: String,
     what: What,
 }
@@ -57,19 +51,23 @@ enum What {
         change: Change,
         sent: Sent,
     },
-    /// Not called: it has changes waiting for redelivery.
-    Waiting { pending: usize },
-    /// Not called: its share of calls is already waiting on it.
-    Busy,
+    /// Not called: see [`Wait`].
+    Waiting(Wait),
+    /// The notify went wrong in our own code (a panic); the handler answers anyway.
+    Panicked,
 }
 
+/// At most this many downstreams' failures are spelt out in a request's log line.
+const FAILURES_SHOWN: usize = 5;
+
 /// Tells every downstream of `route` that wants some of `changes`, by `deadline`.
-pub(super) fn tell(
+pub(super) fn notify(
     table: &Table,
     route: &Route,
     changes: &[Change],
     deadline: Instant,
-    redelivery: &Redelivery,
+    redelivery: &Arc<Redelivery>,
+    calls: &Calls,
 ) -> Ending {
     let plan: Vec<(&Target, Vec<&Change>)> = route
         .targets
@@ -84,63 +82,118 @@ pub(super) fn tell(
         })
         .filter(|(_, wanted): &(_, Vec<_>)| !wanted.is_empty())
         .collect();
-    if plan.is_empty() {
+    let Some(((first, first_wanted), rest)) = plan.split_first() else {
         return Ending::Ignored(match changes.len() {
             1 => "no downstream wants this change".into(),
             n => format!("no downstream wants these {n} changes"),
         });
-    }
-    let told = tell_all(&plan, deadline, redelivery);
-    combine(changes.len(), told)
-}
-
-/// Each downstream on its own thread (the first on this one).
-fn tell_all(
-    plan: &[(&Target, Vec<&Change>)],
-    deadline: Instant,
-    redelivery: &Redelivery,
-) -> Vec<Told> {
-    let tell =
-        |(target, wanted): &(&Target, Vec<&Change>)| tell_one(target, wanted, deadline, redelivery);
-    let Some((first, rest)) = plan.split_first() else {
-        return Vec::new();
     };
-    if rest.is_empty() {
-        return vec![tell(first)];
-    }
-    thread::scope(|scope| {
-        let spawned: Vec<_> = rest
-            .iter()
-            .map(|part| {
-                let handle = thread::Builder::new()
-                    .name("tell".into())
-                    .spawn_scoped(scope, move || tell(part));
-                (part, handle)
-            })
-            .collect();
-        let mut told = vec![tell(first)];
-        for (part, handle) in spawned {
-            told.push(match handle {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                // No thread to spare: tell it here, after the others.
-                Err(_) => tell(part),
-            });
+    let board = Arc::new(Board::new(rest.len()));
+    let mut here = Vec::new();
+    for (target, wanted) in rest {
+        let job = part_job(target, wanted, deadline, redelivery, &board);
+        if let Err(job) = calls.submit(Priority::Delivery, job) {
+            here.push(job);
         }
-        told
-    })
+    }
+    let mut failures: Vec<Failure> = notify_one(
+        &first.lane,
+        &first.downstream,
+        first_wanted,
+        deadline,
+        redelivery,
+    )
+    .into_iter()
+    .collect();
+    // No caller to take them (stopping): told here, after the first.
+    for job in here {
+        job();
+    }
+    failures.extend(board.wait());
+    combine(changes.len(), failures)
 }
 
-fn tell_one(
+/// The results of a delivery's parts told by the callers.
+struct Board {
+    slots: Mutex<(usize, Vec<Failure>)>,
+    done: Condvar,
+}
+
+impl Board {
+    fn new(parts: usize) -> Board {
+        Board {
+            slots: Mutex::new((parts, Vec::new())),
+            done: Condvar::new(),
+        }
+    }
+
+    fn put(&self, told: Option<Failure>) {
+        let mut slots = lock(&self.slots);
+        slots.0 -= 1;
+        slots.1.extend(told);
+        self.done.notify_all();
+    }
+
+    /// Waits for every part (each ends by its deadline) and takes their failures.
+    fn wait(&self) -> Vec<Failure> {
+        let mut slots = lock(&self.slots);
+        while slots.0 > 0 {
+            slots = self.done.wait(slots).unwrap_or_else(|p| p.into_inner());
+        }
+        std::mem::take(&mut slots.1)
+    }
+}
+
+/// One downstream's part, as a job for a caller: it owns what it needs, and always reports.
+fn part_job(
     target: &Target,
     wanted: &[&Change],
     deadline: Instant,
+    redelivery: &Arc<Redelivery>,
+    board: &Arc<Board>,
+) -> Box<dyn FnOnce() + Send> {
+    let (lane, downstream) = (Arc::clone(&target.lane), Arc::clone(&target.downstream));
+    let owned: Vec<Change> = wanted.iter().map(|c| (*c).clone()).collect();
+    let (redelivery, board) = (Arc::clone(redelivery), Arc::clone(board));
+    Box::new(move || {
+        let wanted: Vec<&Change> = owned.iter().collect();
+        let told = catch_unwind(AssertUnwindSafe(|| {
+            notify_one(&lane, &downstream, &wanted, deadline, &redelivery)
+        }))
+        .unwrap_or_else(|_| {
+            Some(Failure {
+                severity: Severity::Failed,
+                downstream: lane.name.clone(),
+                what: What::Panicked,
+            })
+        });
+        board.put(told);
+    })
+}
+
+/// Tells one downstream its changes, or queues them; `None` when it took them all.
+fn notify_one(
+    lane: &Lane,
+    downstream: &Downstream,
+    wanted: &[&Change],
+    deadline: Instant,
     redelivery: &Redelivery,
-) -> Told {
-    let _slot = match gate(target, wanted, redelivery) {
-        Gate::Open(slot) => slot,
-        Gate::Queued(told) => return told,
+) -> Option<Failure> {
+    let failure = |severity, what| Failure {
+        severity,
+        downstream: lane.name.clone(),
+        what,
+    };
+    let slot = match redelivery.admit(lane, wanted.len()) {
+        Admit::Call(slot) => slot,
+        Admit::Queue(wait) => return Some(queue(redelivery, lane, wanted, What::Waiting(wait))),
+        Admit::Refuse(wait) => {
+            let severity = match wait {
+                Wait::Throttled => Severity::Throttled,
+                Wait::Down { .. } | Wait::Busy => Severity::Failed,
+            };
+            return Some(failure(severity, What::Waiting(wait)));
+        }
     };
     let on_refused = if redelivery.enabled() {
         OnRefused::GiveUp
@@ -149,122 +202,102 @@ fn tell_one(
     };
     for (index, change) in wanted.iter().enumerate() {
         let started = Instant::now();
-        let sent = target.downstream.send(change, deadline, on_refused);
-        metrics::get().notified(
-            &target.downstream.name,
-            sent.result_word(),
-            started.elapsed(),
-        );
+        let sent = downstream.send(change, deadline, on_refused);
+        metrics::get().notified(&lane.name, sent.result_word(), started.elapsed());
         let class = sent.class();
-        let failed = Failure {
-            downstream: target.downstream.name.clone(),
-            what: What::Call {
-                index,
-                of: wanted.len(),
-                change: (*change).clone(),
-                sent,
-            },
+        if class == Class::Delivered {
+            continue;
+        }
+        let timed_out = matches!(sent, Sent::TimedOut);
+        let what = What::Call {
+            index,
+            of: wanted.len(),
+            change: (*change).clone(),
+            sent,
         };
-        match class {
-            Class::Delivered => continue,
-            Class::Permanent => return Told::failed(Severity::Refused, failed),
+        return Some(match class {
             Class::Transient if redelivery.enabled() => {
-                return queue(redelivery, target, &wanted[index..], failed)
+                redelivery.failed(lane);
+                drop(slot);
+                queue(redelivery, lane, &wanted[index..], what)
             }
-            Class::Transient if failed.timed_out() => {
-                return Told::failed(Severity::TimedOut, failed)
+            Class::Transient if timed_out => failure(Severity::TimedOut, what),
+            Class::Transient => failure(Severity::Failed, what),
+            _ => {
+                redelivery.answered(lane);
+                failure(Severity::Refused, what)
             }
-            Class::Transient => return Told::failed(Severity::Failed, failed),
-        }
+        });
     }
-    Told::DELIVERED
+    redelivery.answered(lane);
+    None
 }
 
-/// Whether a downstream is called now.
-enum Gate<'a> {
-    /// Yes, holding a call slot when redelivery is on.
-    Open(Option<Slot<'a>>),
-    /// No: the changes joined its queue.
-    Queued(Told),
-}
-
-/// With redelivery on, a downstream that has changes waiting, or its share of calls already
-/// waiting on it, is not called: the changes join its queue at once.
-fn gate<'a>(target: &'a Target, wanted: &[&Change], redelivery: &Redelivery) -> Gate<'a> {
-    if !redelivery.enabled() {
-        return Gate::Open(None);
-    }
-    let name = &target.downstream.name;
-    let why = |what| Failure {
-        downstream: name.clone(),
-        what,
-    };
-    let pending = redelivery.pending(name);
-    if pending > 0 {
-        return Gate::Queued(queue(
-            redelivery,
-            target,
-            wanted,
-            why(What::Waiting { pending }),
-        ));
-    }
-    match target.enter() {
-        Some(slot) => Gate::Open(Some(slot)),
-        None => Gate::Queued(queue(redelivery, target, wanted, why(What::Busy))),
-    }
-}
-
-/// Queues what `target` did not take, and says so in the log.
-fn queue(redelivery: &Redelivery, target: &Target, changes: &[&Change], why: Failure) -> Told {
-    let name = &target.downstream.name;
-    let owned: Vec<Change> = changes.iter().map(|c| (*c).clone()).collect();
-    match redelivery.queue(name, &owned) {
-        Ok(()) => {
-            log::warn(
-                "queued for redelivery",
-                &[
-                    ("downstream", name.into()),
-                    ("changes", owned.len().into()),
-                    ("pending", redelivery.pending(name).into()),
-                    ("detail", log::text(&why)),
-                ],
-            );
-            Told::failed(Severity::Queued, why)
-        }
+/// Queues what a downstream did not take.
+fn queue(redelivery: &Redelivery, lane: &Lane, changes: &[&Change], what: What) -> Failure {
+    let severity = match redelivery.queue(lane, changes) {
+        Ok(()) => Severity::Queued,
         // The queue reported each change dropped.
-        Err(_) => Told::failed(Severity::QueueFull, why),
+        Err(_) => Severity::QueueFull,
+    };
+    Failure {
+        severity,
+        downstream: lane.name.clone(),
+        what,
     }
 }
 
-/// One ending for all the downstreams told: the worst of what they did.
-fn combine(changes: usize, told: Vec<Told>) -> Ending {
-    let worst = told
+/// One ending for all the downstreams told: the worst of what they did. Queued parts also get
+/// one `queued for redelivery` line for the delivery, whatever the number of downstreams.
+fn combine(changes: usize, failures: Vec<Failure>) -> Ending {
+    let Some(worst) = failures.iter().map(|f| f.severity).max() else {
+        return Ending::Notified { changes };
+    };
+    let queued: Vec<&str> = failures
         .iter()
-        .map(|t| t.0)
-        .max()
-        .unwrap_or(Severity::Delivered);
-    let cause = Box::new(Failures(told.into_iter().filter_map(|t| t.1).collect()));
+        .filter(|f| f.severity == Severity::Queued)
+        .map(|f| f.downstream.as_str())
+        .collect();
+    if !queued.is_empty() {
+        let shown = queued.len().min(FAILURES_SHOWN);
+        let mut names = queued[..shown].join(",");
+        if queued.len() > shown {
+            names.push_str(&format!(",… ({} in all)", queued.len()));
+        }
+        log::warn(
+            "queued for redelivery",
+            &[("downstreams", names.into()), ("changes", changes.into())],
+        );
+    }
+    let cause = Box::new(Failures(failures));
     match worst {
         Severity::Refused => Ending::Refused { changes, cause },
         Severity::QueueFull => Ending::QueueFull { changes, cause },
+        Severity::Throttled => Ending::Throttled { changes, cause },
         Severity::Failed => Ending::Failed { changes, cause },
         Severity::TimedOut => Ending::DownstreamTimeout { changes, cause },
         Severity::Queued => Ending::Queued { changes, cause },
-        Severity::Delivered => Ending::Notified { changes },
     }
 }
 
-/// Everything that did not go through at once, for the log line.
+/// Everything that did not go through at once, for the log line: the first few spelt out.
 #[derive(Debug)]
 struct Failures(Vec<Failure>);
 
 impl std::fmt::Display for Failures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, failure) in self.0.iter().enumerate() {
+        for (i, failure) in self.0.iter().take(FAILURES_SHOWN).enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
             }
             failure.fmt(f)?;
+        }
+        if self.0.len() > FAILURES_SHOWN {
+            write!(
+                f,
+                "; and {} more downstreams",
+                self.0.len() - FAILURES_SHOWN
+            )?;
         }
         Ok(())
     }
@@ -278,18 +311,6 @@ impl std::error::Error for Failures {
     }
 }
 
-impl Failure {
-    fn timed_out(&self) -> bool {
-        matches!(
-            self.what,
-            What::Call {
-                sent: Sent::TimedOut,
-                ..
-            }
-        )
-    }
-}
-
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "downstream {}: ", self.downstream)?;
@@ -299,14 +320,23 @@ impl std::fmt::Display for Failure {
                 of,
                 change,
                 sent,
-            } => write!(f, "change {}/{of} ({change}): {sent}", index + 1),
-            What::Waiting { pending } => {
-                write!(
-                    f,
-                    "queued behind {pending} change(s) waiting for redelivery"
-                )
+            } => write!(f, "change {}/{of} ({change}): {sent}", index + 1)?,
+            What::Waiting(Wait::Down { pending }) => write!(
+                f,
+                "down since a call failed; queued behind {pending} change(s) waiting for redelivery"
+            )?,
+            What::Waiting(Wait::Busy) => {
+                f.write_str("its share of calls is already waiting on it")?
             }
-            What::Busy => f.write_str("its share of calls is already waiting on it"),
+            What::Waiting(Wait::Throttled) => {
+                f.write_str("over its rate of calls a second (--notify-rate)")?
+            }
+            What::Panicked => f.write_str("notifying it panicked")?,
+        }
+        match self.severity {
+            Severity::Queued => f.write_str(" (queued for redelivery)"),
+            Severity::QueueFull => f.write_str(" (not queued: the redelivery queue is full)"),
+            _ => Ok(()),
         }
     }
 }

@@ -4,12 +4,16 @@
 //! downstreams that want them (`fanout.rs`), and the ending becomes the reply, the one request log
 //! line and the request metrics, all read from the verdict (`record.rs`).
 
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::downstream::calls::Calls;
+use crate::downstream::redelivery::spool::Spool;
 use crate::downstream::redelivery::{Limits, Redelivery};
 use crate::downstream::Sent;
+use crate::log;
 use crate::metrics::{self, Gauge};
 use crate::server::{
     self, Begin, Handler, Head, Listener, Refusal, Request, Response, Status, Work,
@@ -19,12 +23,12 @@ use crate::tokeninfo::Tokeninfo;
 use crate::verdict::{Ending, OUTCOMES};
 
 mod fanout;
-mod observer;
+pub(super) mod observer;
 mod record;
 mod routes;
 
 use record::Context;
-use routes::{Slots, Table};
+use routes::Table;
 
 /// The delivery layer's flags.
 #[derive(Debug, Clone)]
@@ -35,12 +39,18 @@ pub struct Options {
     pub redeliver_for: Duration,
     /// Changes waiting for redelivery at once.
     pub redeliver_max: usize,
+    /// Bytes of changes waiting for redelivery at once.
+    pub redeliver_max_bytes: usize,
+    /// Calls a second per downstream; zero: no limit.
+    pub notify_rate: f64,
+    /// Where queued changes are kept on disk, so that a 202 survives the process.
+    pub spool: Option<PathBuf>,
 }
 
 /// What the delivery layer reads of the transport's flags.
 #[derive(Debug, Clone, Copy)]
 struct Shape {
-    /// The handler pool's size (each downstream's share of it).
+    /// The handler pool's size (each downstream's share of it, and the callers' number).
     threads: usize,
     /// `/metrics` has its own listener (and is not served on the main one).
     separate_metrics: bool,
@@ -50,25 +60,42 @@ struct Shape {
 pub struct Delivery {
     table: RwLock<Arc<Table>>,
     redelivery: Arc<Redelivery>,
+    calls: Arc<Calls>,
     tokens: Arc<dyn TokenCheck>,
-    /// Each downstream's calls in flight, by name, kept across reloads.
-    slots: Slots,
     options: Options,
     shape: Shape,
 }
 
 impl Delivery {
-    pub fn new(config: &Config, options: Options, server: &server::Options) -> Arc<Delivery> {
+    /// The handler for `config`; with a spool, what it holds is read back and queued again.
+    pub fn new(
+        config: &Config,
+        options: Options,
+        server: &server::Options,
+    ) -> Result<Arc<Delivery>, String> {
         let shape = Shape {
             threads: server.threads,
             separate_metrics: server.listen_metrics.is_some(),
         };
+        let spool = match &options.spool {
+            Some(_) if options.redeliver_for.is_zero() => {
+                return Err(
+                    "--spool keeps changes queued for redelivery, which --redeliver-for 0 turns off; set --redeliver-for above 0, or remove --spool".into(),
+                )
+            }
+            Some(dir) => Some(Spool::open(dir)?),
+            None => None,
+        };
         let limits = Limits {
             horizon: options.redeliver_for,
             max_entries: options.redeliver_max,
+            max_bytes: options.redeliver_max_bytes,
             timeout: options.notify_timeout,
+            rate: options.notify_rate,
         };
-        let redelivery = Redelivery::new(limits, Arc::new(observer::Recorder));
+        let calls = Calls::start(shape.threads);
+        let observer = Arc::new(observer::Recorder::default());
+        let redelivery = Redelivery::new(limits, observer, Arc::clone(&calls), spool);
         let tokens: Arc<dyn TokenCheck> = Arc::new(Tokeninfo);
         for result in Sent::RESULTS {
             metrics::get().notify.declare(&[result]);
@@ -78,18 +105,30 @@ impl Delivery {
                 metrics::get().requests.declare(&[source, outcome]);
             }
         }
-        let slots = Slots::default();
-        let table = Arc::new(Table::new(config, shape.threads, &tokens, &slots));
+        let table = Arc::new(Table::new(config, shape.threads, &tokens, &redelivery));
         let delivery = Delivery {
             table: RwLock::new(Arc::clone(&table)),
             redelivery,
+            calls,
             tokens,
-            slots,
             options,
             shape,
         };
         delivery.serve(table);
-        Arc::new(delivery)
+        let (recovered, warnings) = delivery.redelivery.recover();
+        for warning in &warnings {
+            log::warn("spool", &[("detail", warning.into())]);
+        }
+        if let Some(dir) = &delivery.options.spool {
+            log::info(
+                "spool",
+                &[
+                    ("dir", log::text(dir.display())),
+                    ("recovered", recovered.into()),
+                ],
+            );
+        }
+        Ok(Arc::new(delivery))
     }
 
     /// Swaps in the table of a new config; requests in progress finish on the old one.
@@ -98,26 +137,31 @@ impl Delivery {
             config,
             self.shape.threads,
             &self.tokens,
-            &self.slots,
+            &self.redelivery,
         ));
         self.serve(table);
     }
 
-    /// Serves `table`: new downstreams get their redelivery lanes before it serves, and those
-    /// it no longer has lose theirs after.
+    /// Serves `table` (whose lanes exist already); lanes of downstreams it no longer has are
+    /// closed after.
     fn serve(&self, table: Arc<Table>) {
-        let downstreams = table.downstreams();
-        for downstream in &downstreams {
-            observer::declare(&downstream.name);
+        for name in table.names() {
+            observer::declare(name);
         }
-        self.redelivery.add(&downstreams);
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
-        self.redelivery.retain(&downstreams);
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&table);
+        self.redelivery.retain(&table.names());
     }
 
-    /// On shutdown: pending redeliveries get one last try within `grace`.
+    /// On shutdown: pending redeliveries get one last try within `grace`; what is left stays
+    /// in the spool, or is dropped.
     pub fn finish(&self, grace: Duration) {
-        self.redelivery.finish(grace);
+        let kept = self.redelivery.finish(grace);
+        if kept > 0 {
+            log::info(
+                "changes kept in the spool for the next start",
+                &[("changes", kept.into())],
+            );
+        }
     }
 
     fn table(&self) -> Arc<Table> {
@@ -128,13 +172,14 @@ impl Delivery {
     fn metrics(&self, status: Status) -> Response {
         let table = self.table();
         let pending = self.redelivery.pending_by_downstream();
+        let (spooled, spool_bytes) = self.redelivery.spool_stats().unwrap_or_default();
         let gauge = |name, help, value: usize| Gauge {
             name,
             help,
             label: None,
             values: vec![(String::new(), value as u64)],
         };
-        let gauges = [
+        let mut gauges = vec![
             gauge(
                 "flux_recv_open_connections",
                 "Open client connections.",
@@ -165,6 +210,18 @@ impl Delivery {
                     .collect(),
             },
         ];
+        if self.options.spool.is_some() {
+            gauges.push(gauge(
+                "flux_recv_spool_entries",
+                "Changes queued for redelivery and kept in the spool.",
+                spooled,
+            ));
+            gauges.push(gauge(
+                "flux_recv_spool_bytes",
+                "Bytes of the spool's files.",
+                spool_bytes as usize,
+            ));
+        }
         Response {
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             ..Response::text(200, metrics::get().render(&gauges))
@@ -207,6 +264,7 @@ impl Handler for Delivery {
             route,
             context,
             redelivery: Arc::clone(&self.redelivery),
+            calls: Arc::clone(&self.calls),
             notify_timeout: self.options.notify_timeout,
         }))
     }
@@ -222,6 +280,7 @@ struct Hook {
     route: usize,
     context: Context,
     redelivery: Arc<Redelivery>,
+    calls: Arc<Calls>,
     notify_timeout: Duration,
 }
 
@@ -259,7 +318,14 @@ impl Work for Hook {
             Ok(Outcome::Notify(changes)) => {
                 let budget = route.endpoint.notify_timeout.unwrap_or(self.notify_timeout);
                 let deadline = Instant::now() + budget;
-                fanout::tell(&self.table, route, &changes, deadline, &self.redelivery)
+                fanout::notify(
+                    &self.table,
+                    route,
+                    &changes,
+                    deadline,
+                    &self.redelivery,
+                    &self.calls,
+                )
             }
         };
         context.finish(ending)

@@ -2,11 +2,10 @@
 //! constant time over all entries) and the downstreams each endpoint feeds. Swapped whole on
 //! reload; requests in progress keep the table they started with.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::config::{Config, Endpoint};
+use crate::downstream::redelivery::{Lane, Redelivery};
 use crate::downstream::Downstream;
 use crate::sources::{Settings, TokenCheck};
 
@@ -20,46 +19,11 @@ pub(super) struct Route {
     pub(super) hook: Arc<str>,
 }
 
-/// A downstream as the request path uses it: with a cap on the calls waiting on it at once, so a
-/// downstream that hangs holds at most its share of the handler pool.
+/// A downstream as the request path uses it: its definition in this table, and its lane (kept
+/// across reloads by name), which decides whether it is called at once.
 pub(super) struct Target {
     pub(super) downstream: Arc<Downstream>,
-    in_flight: Arc<AtomicUsize>,
-    share: usize,
-}
-
-/// The calls in flight per downstream name, shared by every table, so that a reload does not
-/// hand a hanging downstream a second share while calls on the old table still wait on it.
-#[derive(Default)]
-pub(super) struct Slots(Mutex<BTreeMap<String, Arc<AtomicUsize>>>);
-
-impl Slots {
-    fn of(&self, name: &str) -> Arc<AtomicUsize> {
-        let mut slots = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(slots.entry(name.to_owned()).or_default())
-    }
-}
-
-impl Target {
-    /// Takes one of the target's call slots, if one is free.
-    pub(super) fn enter(&self) -> Option<Slot<'_>> {
-        let share = self.share;
-        self.in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < share).then_some(n + 1)
-            })
-            .ok()?;
-        Some(Slot(&self.in_flight))
-    }
-}
-
-/// A call slot, given back when dropped.
-pub(super) struct Slot<'a>(&'a AtomicUsize);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    pub(super) lane: Arc<Lane>,
 }
 
 pub(super) struct Table {
@@ -68,28 +32,27 @@ pub(super) struct Table {
 }
 
 impl Table {
-    /// The table of `config`; `threads` (the handler pool's size) sets each downstream's share.
+    /// The table of `config`, with the lanes of its downstreams; `threads` (the handler pool's
+    /// size) sets each downstream's share of calls.
     pub(super) fn new(
         config: &Config,
         threads: usize,
         tokens: &Arc<dyn TokenCheck>,
-        slots: &Slots,
+        redelivery: &Redelivery,
     ) -> Table {
         let n = config.downstreams.len().max(1);
-        // One downstream may use the whole pool; several split it, each at least one thread.
-        let share = if n == 1 {
-            usize::MAX
-        } else {
-            (threads / n).max(1)
-        };
-        let targets = config
+        // One downstream may use the whole pool; several split it, each at least one call.
+        let share = (threads / n).max(1);
+        let downstreams: Vec<Arc<Downstream>> = config
             .downstreams
             .iter()
-            .map(|d| Target {
-                downstream: Arc::new(Downstream::new(&d.name, d.kind.clone(), d.filter.clone())),
-                in_flight: slots.of(&d.name),
-                share,
-            })
+            .map(|d| Arc::new(Downstream::new(&d.name, d.kind.clone(), d.filter.clone())))
+            .collect();
+        let lanes = redelivery.lanes(&downstreams, share);
+        let targets = downstreams
+            .into_iter()
+            .zip(lanes)
+            .map(|(downstream, lane)| Target { downstream, lane })
             .collect();
         let routes = config
             .endpoints
@@ -137,11 +100,11 @@ impl Table {
         found
     }
 
-    /// The downstreams, for the redelivery queue.
-    pub(super) fn downstreams(&self) -> Vec<Arc<Downstream>> {
+    /// The downstreams' names.
+    pub(super) fn names(&self) -> Vec<&str> {
         self.targets
             .iter()
-            .map(|t| Arc::clone(&t.downstream))
+            .map(|t| t.downstream.name.as_str())
             .collect()
     }
 }
@@ -182,7 +145,19 @@ mod tests {
             downstreams: Vec::new(),
         };
         let tokens: Arc<dyn TokenCheck> = Arc::new(NoTokens);
-        let table = Table::new(&config, 4, &tokens, &Slots::default());
+        let redelivery = crate::downstream::redelivery::Redelivery::new(
+            crate::downstream::redelivery::Limits {
+                horizon: std::time::Duration::ZERO,
+                max_entries: 1,
+                max_bytes: 1,
+                timeout: std::time::Duration::from_secs(1),
+                rate: 0.0,
+            },
+            Arc::new(crate::delivery::observer::Recorder::default()),
+            crate::downstream::calls::Calls::start(1),
+            None,
+        );
+        let table = Table::new(&config, 4, &tokens, &redelivery);
         assert_eq!(table.lookup(&route), Some(0));
         assert!(table
             .lookup(&route.to_uppercase().replace("/HOOK/", "/hook/"))

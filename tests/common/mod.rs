@@ -422,8 +422,9 @@ pub fn start_config(config: &config::Config, opts: Options) -> Running {
     app::start(config, &opts).expect("bind")
 }
 
-/// Options for tests: short timeouts, small limits, and redelivery off, so that a failing
-/// fluxd is a 502/504 at once (redelivery has tests of its own).
+/// Options for tests: short timeouts, small limits, redelivery off, so that a failing fluxd
+/// is a 502/504 at once, and no rate limit, so that back-to-back deliveries are all sent
+/// (redelivery and the rate have tests of their own).
 pub fn test_options() -> Options {
     let mut o = flux_recv::cli::defaults();
     o.server.listen = "127.0.0.1:0".into();
@@ -434,6 +435,7 @@ pub fn test_options() -> Options {
     o.delivery.notify_timeout = Duration::from_secs(1);
     o.delivery.redeliver_for = Duration::ZERO;
     o.delivery.redeliver_max = 64;
+    o.delivery.notify_rate = 0.0;
     o
 }
 
