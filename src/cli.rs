@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use crate::app::{self, DeliveryOptions, ServerOptions};
 use crate::change::Change;
-use crate::commands::{
-    Notify, CHECK_HELP, DIGEST_HELP, ENDPOINTS_HELP, NOTIFY_HELP, RECEIVER_PATH_HELP,
-};
+use crate::commands::{self, Notify, CHECK_HELP, DIGEST_HELP, ENDPOINTS_HELP, NOTIFY_HELP};
 use crate::log::{Format, Level};
 use crate::sources::Source;
 
@@ -129,11 +127,7 @@ pub enum Command {
         registry_host: Option<String>,
     },
     Notify(Notify),
-    ReceiverPath {
-        token_file: PathBuf,
-        name: String,
-        namespace: String,
-    },
+    ReceiverPath(commands::ReceiverPath),
     Help(String),
     Version,
 }
@@ -311,9 +305,11 @@ pub fn parse(raw: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
         Some("check") if wants_help => Command::Help(CHECK_HELP.into()),
         Some("digest") if wants_help => Command::Help(DIGEST_HELP.into()),
         Some("notify") if wants_help => Command::Help(NOTIFY_HELP.into()),
-        Some("receiver-path") if wants_help => Command::Help(RECEIVER_PATH_HELP.into()),
+        Some("receiver-path") if wants_help => Command::Help(commands::RECEIVER_PATH_HELP.into()),
         Some("notify") => Command::Notify(notify(&mut r)?),
-        Some("receiver-path") => receiver_path(&mut r)?,
+        Some("receiver-path") => {
+            Command::ReceiverPath(commands::ReceiverPath::parse(&mut |flag| r.text(flag))?)
+        }
         Some("endpoints") => Command::Endpoints {
             config: config(&mut r)?,
             base_url: r.text("--base-url")?,
@@ -418,19 +414,6 @@ fn notify(r: &mut Reader) -> Result<Notify, String> {
         url,
         key_file: key_file.into(),
         change,
-    })
-}
-
-fn receiver_path(r: &mut Reader) -> Result<Command, String> {
-    let mut needs = |flag: &'static str| {
-        r.text(flag)?.filter(|v| !v.is_empty()).ok_or_else(|| {
-            format!("receiver-path needs {flag}; see flux-recv receiver-path --help")
-        })
-    };
-    Ok(Command::ReceiverPath {
-        token_file: needs("--token-file")?.into(),
-        name: needs("--name")?,
-        namespace: needs("--namespace")?,
     })
 }
 

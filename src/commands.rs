@@ -213,8 +213,39 @@ pub fn digest(key_file: &Path, registry_host: Option<String>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `flux-recv receiver-path`: a Flux v2 Receiver's token file, name and namespace.
+#[derive(Debug)]
+pub struct ReceiverPath {
+    pub token_file: PathBuf,
+    pub name: String,
+    pub namespace: String,
+}
+
+impl ReceiverPath {
+    /// From the sub-command's flags; `text` reads one (command line, else environment).
+    pub fn parse(
+        text: &mut dyn FnMut(&'static str) -> Result<Option<String>, String>,
+    ) -> Result<ReceiverPath, String> {
+        let mut needs = |flag: &'static str| {
+            text(flag)?.filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!("receiver-path needs {flag}; see flux-recv receiver-path --help")
+            })
+        };
+        Ok(ReceiverPath {
+            token_file: needs("--token-file")?.into(),
+            name: needs("--name")?,
+            namespace: needs("--namespace")?,
+        })
+    }
+}
+
 /// A Receiver's webhook path from its token file, name and namespace.
-pub fn receiver_path(token_file: &Path, name: &str, namespace: &str) -> ExitCode {
+pub fn receiver_path(receiver: &ReceiverPath) -> ExitCode {
+    let ReceiverPath {
+        token_file,
+        name,
+        namespace,
+    } = receiver;
     let token = match std::fs::read(token_file) {
         Ok(token) => token,
         Err(e) => {

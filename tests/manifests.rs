@@ -651,6 +651,16 @@ fn the_flux_v2_workload_is_restricted_and_agrees_with_its_secret_service_and_ing
     );
     // /metrics is not on the port the Service and the Ingress expose.
     assert!(value("--listen-metrics").ends_with(":9102"));
+    // The README's memory worst case for these flags fits under the memory limit.
+    let number = |flag: &str| value(flag).parse::<u64>().unwrap();
+    let (threads, body) = (number("--threads"), number("--max-body-bytes"));
+    let worst = (3 << 20)
+        + number("--max-connections") * (208 << 10)
+        + (threads + 1) * body
+        + threads * body;
+    let limit = string(recv, &["resources", "limits", "memory"]);
+    let limit: u64 = limit.strip_suffix("Mi").unwrap().parse::<u64>().unwrap() << 20;
+    assert!(worst <= limit, "worst case {worst} over the limit {limit}");
 
     // Probes on the serving port; the Service and the Ingress reach that port, and select the pod.
     let ports = s(recv, &["ports"]).as_sequence().unwrap();
