@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::app::{self, DeliveryOptions, ServerOptions};
 use crate::change::Change;
-use crate::commands::{Notify, CHECK_HELP, DIGEST_HELP, ENDPOINTS_HELP, NOTIFY_HELP};
+use crate::commands::{self, Notify, CHECK_HELP, DIGEST_HELP, ENDPOINTS_HELP, NOTIFY_HELP};
 use crate::log::{Format, Level};
 use crate::sources::Source;
 
@@ -95,6 +95,9 @@ pub const FLAGS: &[Flag] = &[
     flag("--git", "URL", None, Value::Text, "notify: the git repository pushed to (with --branch)"),
     flag("--branch", "BRANCH", None, Value::Text, "notify: the branch pushed to"),
     flag("--image", "REF", None, Value::Text, "notify: the image pushed (host/repo[:tag])"),
+    flag("--token-file", "FILE", None, Value::Text, "receiver-path: the file holding the Receiver Secret's token"),
+    flag("--name", "NAME", None, Value::Text, "receiver-path: the Receiver's name"),
+    flag("--namespace", "NS", None, Value::Text, "receiver-path: the Receiver's namespace"),
 ];
 
 /// The flags only sub-commands read (not in the README's serving flags table).
@@ -106,6 +109,9 @@ pub const SUBCOMMAND_FLAGS: &[&str] = &[
     "--git",
     "--branch",
     "--image",
+    "--token-file",
+    "--name",
+    "--namespace",
 ];
 
 /// What to do.
@@ -124,6 +130,7 @@ pub enum Command {
         registry_host: Option<String>,
     },
     Notify(Notify),
+    ReceiverPath(commands::ReceiverPath),
     Help(String),
     Version,
 }
@@ -151,6 +158,8 @@ Usage:
   flux-recv digest KEYFILE [--registry-host H]       print the route of one key
   flux-recv notify --url U --key-file K (--git R --branch B | --image I)
                                                      send one change to a Generic endpoint
+  flux-recv receiver-path --token-file F --name N --namespace NS
+                                                     print a Flux v2 Receiver's webhook path
 
 Flags (--flag VALUE or --flag=VALUE; each also from the environment, e.g. FLUX_RECV_LISTEN=:9090;
 a flag wins over the environment):
@@ -299,7 +308,11 @@ pub fn parse(raw: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
         Some("check") if wants_help => Command::Help(CHECK_HELP.into()),
         Some("digest") if wants_help => Command::Help(DIGEST_HELP.into()),
         Some("notify") if wants_help => Command::Help(NOTIFY_HELP.into()),
+        Some("receiver-path") if wants_help => Command::Help(commands::RECEIVER_PATH_HELP.into()),
         Some("notify") => Command::Notify(notify(&mut r)?),
+        Some("receiver-path") => {
+            Command::ReceiverPath(commands::ReceiverPath::parse(&mut |flag| r.text(flag))?)
+        }
         Some("endpoints") => Command::Endpoints {
             config: config(&mut r)?,
             base_url: r.text("--base-url")?,
@@ -319,7 +332,7 @@ pub fn parse(raw: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
         }
         Some(other) => {
             return Err(format!(
-                "unknown command {other:?}; use endpoints, check, digest or notify, or see --help"
+                "unknown command {other:?}; use endpoints, check, digest, notify or receiver-path, or see --help"
             ))
         }
         None if wants_help => return Ok(Command::Help(help())),

@@ -1,11 +1,13 @@
 //! The sub-commands that bind nothing: `endpoints`, `check`, `digest` read a config or a key;
-//! `notify` sends one change to a Generic endpoint, as a CI pipeline would.
+//! `receiver-path` computes a Flux v2 Receiver's webhook path; `notify` sends one change to a
+//! Generic endpoint, as a CI pipeline would.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::change::Change;
 use crate::config::{self, Endpoint};
+use crate::downstream::{origin, Kind};
 use crate::signature::Key;
 use crate::sources::Source;
 
@@ -37,6 +39,15 @@ For a CI pipeline after a push: --git git@host:org/repo.git --branch main, or
 --image mirror.internal:5000/team/app:1.2 (split as fluxd splits it; the tag is dropped).
 Exit 0 when flux-recv accepted it (2xx), 1 when it refused it or could not be reached, 2 on a
 bad command line.
+";
+
+pub const RECEIVER_PATH_HELP: &str =
+    "Usage: flux-recv receiver-path --token-file FILE --name NAME --namespace NAMESPACE
+
+Prints the webhook path notification-controller gives a Flux v2 Receiver: /hook/ and the hex
+sha256 of its Secret's token, its name and its namespace (its status.webhookPath). Append it to
+the webhook Service's URL for a notify[].fluxReceiver. The token file is used byte for byte, as
+the Secret holds it (a trailing newline counts). Exit 0, or 1 when the file cannot be read.
 ";
 
 /// `flux-recv notify`: one change, signed with a Generic endpoint's key, sent to its URL.
@@ -151,14 +162,26 @@ pub fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// Where a downstream's calls go, and whether it filters.
+/// Where a downstream's calls go, and whether it filters. A receiver shows the first 8 hex
+/// digits of its webhook path, enough to compare with the Receiver's `status.webhookPath`.
 fn describe(downstream: &config::DownstreamConfig) -> String {
     let filtered = if downstream.filter == Default::default() {
         ""
     } else {
         ", filtered"
     };
-    format!("{}{filtered}", downstream.kind.describe())
+    let place = match &downstream.kind {
+        Kind::Receiver { url, .. } => {
+            let path = url
+                .parse::<ureq::http::Uri>()
+                .map(|uri| uri.path().to_owned())
+                .unwrap_or_default();
+            let prefix: String = path.chars().take("/hook/".len() + 8).collect();
+            format!("receiver {}{prefix}…", origin(url))
+        }
+        kind => kind.describe(),
+    };
+    format!("{place}{filtered}")
 }
 
 /// The route of one key file.
@@ -187,6 +210,59 @@ pub fn digest(key_file: &Path, registry_host: Option<String>) -> ExitCode {
         registry_host,
     );
     println!("{}", endpoint.route());
+    ExitCode::SUCCESS
+}
+
+/// `flux-recv receiver-path`: a Flux v2 Receiver's token file, name and namespace.
+#[derive(Debug)]
+pub struct ReceiverPath {
+    pub token_file: PathBuf,
+    pub name: String,
+    pub namespace: String,
+}
+
+impl ReceiverPath {
+    /// From the sub-command's flags; `text` reads one (command line, else environment).
+    pub fn parse(
+        text: &mut dyn FnMut(&'static str) -> Result<Option<String>, String>,
+    ) -> Result<ReceiverPath, String> {
+        let mut needs = |flag: &'static str| {
+            text(flag)?.filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!("receiver-path needs {flag}; see flux-recv receiver-path --help")
+            })
+        };
+        Ok(ReceiverPath {
+            token_file: needs("--token-file")?.into(),
+            name: needs("--name")?,
+            namespace: needs("--namespace")?,
+        })
+    }
+}
+
+/// A Receiver's webhook path from its token file, name and namespace.
+pub fn receiver_path(receiver: &ReceiverPath) -> ExitCode {
+    let ReceiverPath {
+        token_file,
+        name,
+        namespace,
+    } = receiver;
+    let token = match std::fs::read(token_file) {
+        Ok(token) => token,
+        Err(e) => {
+            print(&format!(
+                "cannot read token file {}: {e}",
+                token_file.display()
+            ));
+            return ExitCode::from(1);
+        }
+    };
+    if token.last().is_some_and(u8::is_ascii_whitespace) {
+        print(&format!(
+            "warning: {} ends in whitespace, which is part of the token; write it with printf %s",
+            token_file.display()
+        ));
+    }
+    println!("{}", config::receiver_webhook_path(&token, name, namespace));
     ExitCode::SUCCESS
 }
 

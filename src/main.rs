@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             registry_host,
         }) => commands::digest(&key_file, registry_host),
         Ok(Command::Notify(request)) => commands::notify(&request),
+        Ok(Command::ReceiverPath(receiver)) => commands::receiver_path(&receiver),
         Err(why) => {
             eprintln!("flux-recv: {why}");
             ExitCode::from(2)

@@ -141,3 +141,119 @@ fn check_warns_about_the_shipped_sample_keys() {
         .count();
     assert_eq!(warnings.len(), keys, "{warnings:#?}");
 }
+
+/// notification-controller's webhook path, computed here with sha2 directly.
+fn webhook_path(token: &[u8], name: &str, namespace: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(token);
+    digest.update(name.as_bytes());
+    digest.update(namespace.as_bytes());
+    format!("/hook/{}", hex::encode(digest.finalize()))
+}
+
+#[test]
+fn receiver_path_is_what_notification_controller_computes() {
+    let dir = common::temp_dir("receiver-path");
+    let token = dir.join("token");
+    std::fs::write(&token, b"a-receiver-token-0123456789").unwrap();
+    let token = token.display().to_string();
+    let run = |name: &str, namespace: &str| {
+        flux_recv(&[
+            "receiver-path",
+            "--token-file",
+            &token,
+            "--name",
+            name,
+            "--namespace",
+            namespace,
+        ])
+    };
+    let out = run("flux-recv", "flux-system");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        printed,
+        webhook_path(b"a-receiver-token-0123456789", "flux-recv", "flux-system")
+    );
+    // Name and namespace are both part of it.
+    let other = run("flux-recv", "apps");
+    assert_ne!(String::from_utf8_lossy(&other.stdout).trim(), printed);
+
+    // A trailing newline is part of the token: used, and warned about.
+    let with_newline = dir.join("token-nl");
+    std::fs::write(&with_newline, b"a-receiver-token-0123456789\n").unwrap();
+    let out = flux_recv(&[
+        "receiver-path",
+        &format!("--token-file={}", with_newline.display()),
+        "--name=flux-recv",
+        "--namespace=flux-system",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        webhook_path(b"a-receiver-token-0123456789\n", "flux-recv", "flux-system")
+    );
+    assert!(stderr(&out).contains("whitespace"), "{}", stderr(&out));
+
+    // A missing flag is a bad command line; a missing file exits 1 naming it.
+    let out = flux_recv(&["receiver-path", "--token-file", &token, "--name", "r"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--namespace"), "{}", stderr(&out));
+    let out = flux_recv(&[
+        "receiver-path",
+        "--token-file=/nonexistent/token",
+        "--name=r",
+        "--namespace=n",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/token"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_shows_the_start_of_a_receivers_path_and_refuses_a_placeholder() {
+    let dir = common::temp_dir("check-receiver");
+    std::fs::write(dir.join("gh.key"), b"a-key-0123456789abcdef").unwrap();
+    std::fs::write(dir.join("b.token"), b"a-receiver-token-0123456789").unwrap();
+    let path = webhook_path(b"a-receiver-token-0123456789", "flux-recv", "flux-system");
+    let config = |receiver_path: &str| {
+        let file = dir.join("fluxrecv.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "fluxRecvVersion: 1\nnotify:\n- name: b\n  fluxReceiver: http://webhook.b.internal{receiver_path}\n  keyPath: b.token\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n"
+            ),
+        )
+        .unwrap();
+        file.display().to_string()
+    };
+    let out = flux_recv(&["check", "--config", &config(&path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let shown = format!(
+        "downstream b: receiver http://webhook.b.internal{}…",
+        &path[..14]
+    );
+    assert!(text.contains(&shown), "{shown:?} not in:\n{text}");
+    assert!(
+        !text.contains(&path[14..]),
+        "the whole path is shown:\n{text}"
+    );
+
+    let out = flux_recv(&[
+        "check",
+        "--config",
+        &config("/hook/REPLACE-WITH-THE-RECEIVERS-WEBHOOKPATH-DIGEST"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("notify[0] (b): fluxReceiver path")
+            && err.contains("flux-recv receiver-path --token-file b.token"),
+        "{err}"
+    );
+}

@@ -322,14 +322,14 @@ fn notify_table() {
     };
     let cases = [
         case("two fluxd", "notify:\n- name: a\n  fluxd: http://a:3030/api/flux\n- name: b\n  fluxd: http://b:3030/api/flux\n", None),
-        case("a receiver with a token", "notify:\n- name: b\n  fluxReceiver: http://b/hook/x\n  keyPath: b.token\n", None),
+        case("a receiver with a token", "notify:\n- name: b\n  fluxReceiver: http://b/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: b.token\n", None),
         case("filters", "notify:\n- fluxd: http://a/api/flux\n  images: [\"r.example.com/*\"]\n  git: [\"*/org/infra*\"]\n  branches: [main, \"release-[0-9]*\"]\n", None),
         case("api and notify", "api: http://a/api/flux\nnotify:\n- fluxd: http://a/api/flux\n", Some(&["both api and notify"])),
         case("empty notify", "notify: []\n", Some(&["notify is empty"])),
         case("neither kind", "notify:\n- name: a\n", Some(&["notify[0] (a)", "fluxd", "fluxReceiver"])),
-        case("both kinds", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  fluxReceiver: http://a/hook/x\n  keyPath: b.token\n", Some(&["notify[0] (a)", "both fluxd and fluxReceiver"])),
-        case("receiver without keyPath", "notify:\n- name: b\n  fluxReceiver: http://b/hook/x\n", Some(&["notify[0] (b)", "fluxReceiver needs keyPath"])),
-        case("unreadable token", "notify:\n- name: b\n  fluxReceiver: http://b/hook/x\n  keyPath: gone.token\n", Some(&["notify[0] (b)", "keyPath", "gone.token"])),
+        case("both kinds", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  fluxReceiver: http://a/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: b.token\n", Some(&["notify[0] (a)", "both fluxd and fluxReceiver"])),
+        case("receiver without keyPath", "notify:\n- name: b\n  fluxReceiver: http://b/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n", Some(&["notify[0] (b)", "fluxReceiver needs keyPath"])),
+        case("unreadable token", "notify:\n- name: b\n  fluxReceiver: http://b/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: gone.token\n", Some(&["notify[0] (b)", "keyPath", "gone.token"])),
         case("keyPath on fluxd", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  keyPath: b.token\n", Some(&["notify[0] (a)", "keyPath only applies to fluxReceiver"])),
         case("bad fluxd URL", "notify:\n- name: a\n  fluxd: a:3030\n", Some(&["notify[0] (a)", "fluxd", "a:3030"])),
         case("bad receiver URL", "notify:\n- name: b\n  fluxReceiver: ftp://b/x\n  keyPath: b.token\n", Some(&["notify[0] (b)", "fluxReceiver", "ftp://b/…"])),
@@ -337,9 +337,14 @@ fn notify_table() {
         case("empty glob", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  branches: [\"\"]\n", Some(&["notify[0] (a)", "branches[0]", "empty"])),
         case("duplicate names", "notify:\n- name: a\n  fluxd: http://a/api/flux\n- name: a\n  fluxd: http://b/api/flux\n", Some(&["notify[1] (a)", "used twice"])),
         case("odd name", "notify:\n- name: \"a b\"\n  fluxd: http://a/api/flux\n", Some(&["notify[0] (a b)", "not a plain name"])),
-        case("empty token file", "notify:\n- name: b\n  fluxReceiver: http://b/hook/x\n  keyPath: empty.token\n", Some(&["notify[0] (b)", "keyPath", "empty.token", "is empty"])),
+        case("empty token file", "notify:\n- name: b\n  fluxReceiver: http://b/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: empty.token\n", Some(&["notify[0] (b)", "keyPath", "empty.token", "is empty"])),
         case("empty filter list", "notify:\n- name: a\n  fluxd: http://a/api/flux\n  images: []\n", Some(&["notify[0] (a)", "images is empty"])),
         case("a name that a default name takes", "notify:\n- name: notify-1\n  fluxd: http://a/api/flux\n- fluxd: http://b/api/flux\n", Some(&["notify[1] (named notify-1 by default)", "used twice"])),
+        case("the shipped placeholder as a receiver path", "notify:\n- name: b\n  fluxReceiver: http://b/hook/REPLACE-WITH-THE-RECEIVERS-WEBHOOKPATH-DIGEST\n  keyPath: b.token\n", Some(&["notify[0] (b): fluxReceiver path \"/hook/REPLACE-WITH-THE-R…\"", "64 lowercase hex", "status.webhookPath", "flux-recv receiver-path --token-file b.token"])),
+        case("a receiver path in upper case", "notify:\n- name: b\n  fluxReceiver: http://b/hook/81BAE876B70513C9DECC608EED549977A81AFA1C2B6B4080AEC256339E792E0F\n  keyPath: b.token\n", Some(&["notify[0] (b): fluxReceiver path", "64 lowercase hex"])),
+        case("a cut receiver path", "notify:\n- name: b\n  fluxReceiver: http://b/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0\n  keyPath: b.token\n", Some(&["notify[0] (b): fluxReceiver path", "64 lowercase hex"])),
+        case("a receiver path with a slash after it", "notify:\n- name: b\n  fluxReceiver: http://b/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f/\n  keyPath: b.token\n", Some(&["notify[0] (b): fluxReceiver path", "64 lowercase hex"])),
+        case("a receiver URL without /hook/", "notify:\n- name: b\n  fluxReceiver: http://b/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: b.token\n", Some(&["notify[0] (b): fluxReceiver path", "64 lowercase hex"])),
         case("unknown downstream field", "notify:\n- name: a\n  flux: http://a/api/flux\n", Some(&["flux"])),
     ];
     let endpoint_cases = [
@@ -396,7 +401,7 @@ fn an_https_downstream_needs_the_tls_feature() {
     let path = dir.join("fluxrecv.yaml");
     std::fs::write(
         &path,
-        "fluxRecvVersion: 1\nnotify:\n- name: b\n  fluxReceiver: https://b/hook/x\n  keyPath: b.token\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+        "fluxRecvVersion: 1\nnotify:\n- name: b\n  fluxReceiver: https://b/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: b.token\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
     )
     .unwrap();
     let result = config::load(&path);

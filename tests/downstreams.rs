@@ -68,7 +68,7 @@ notify:
   fluxd: {b}
   images: [\"mirror.example.com:5000/team-b/*\"]
 - name: cluster-v2
-  fluxReceiver: http://{v2}/hook/0d5c0ffee
+  fluxReceiver: http://{v2}/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f
   keyPath: v2.token
   git: [\"github.com/acme/*\"]
 endpoints:
@@ -104,7 +104,10 @@ endpoints:
     assert!(b.requests().is_empty());
     let to_v2 = v2.requests();
     assert_eq!(to_v2.len(), 1);
-    assert_eq!(to_v2[0].path, "/hook/0d5c0ffee");
+    assert_eq!(
+        to_v2[0].path,
+        "/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f"
+    );
     assert_eq!(to_v2[0].body_str(), git);
     assert_eq!(to_v2[0].header("Content-Type"), Some("application/json"));
     let signature = format!("sha256={}", hmac_hex("sha256", TOKEN, git.as_bytes()));
@@ -174,7 +177,7 @@ fn the_fake_receiver_checks_signatures_as_go_github_does() {
 fn a_receiver_that_refuses_the_signature_is_502_and_not_retried() {
     let v2 = FakeFluxd::start(Behaviour::Receiver(b"the receiver's real token"));
     let yaml = format!(
-        "fluxRecvVersion: 1\nnotify:\n- name: v2\n  fluxReceiver: http://{}/hook/x\n  keyPath: v2.token\nendpoints:\n- source: GitLab\n  keyPath: gl.key\n",
+        "fluxRecvVersion: 1\nnotify:\n- name: v2\n  fluxReceiver: http://{}/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: v2.token\nendpoints:\n- source: GitLab\n  keyPath: gl.key\n",
         v2.addr
     );
     let config = write_yaml(
@@ -523,7 +526,7 @@ notify:
 - name: a
   fluxd: http://fluxd.a.internal:3030/api/flux
 - name: b
-  fluxReceiver: https://flux-webhook.b.internal/hook/0d5c0ffee
+  fluxReceiver: https://flux-webhook.b.internal/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f
   keyPath: b.token
   images: [\"mirror.internal/*\"]
 endpoints:
@@ -547,7 +550,7 @@ endpoints:
     // A bad downstream stops start-up and check alike, naming it and the field.
     let bad = write_yaml(
         &temp_dir("show-bad"),
-        "fluxRecvVersion: 1\nnotify:\n- name: b\n  fluxReceiver: http://b/hook/x\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
+        "fluxRecvVersion: 1\nnotify:\n- name: b\n  fluxReceiver: http://b/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\nendpoints:\n- source: GitHub\n  keyPath: gh.key\n",
         &[("gh.key", GH_KEY)],
     )
     .display()
@@ -579,12 +582,14 @@ endpoints:
             "{text}"
         );
         assert!(
-            text.contains("downstream b: receiver https://flux-webhook.b.internal/…, filtered"),
+            text.contains(
+                "downstream b: receiver https://flux-webhook.b.internal/hook/81bae876…, filtered"
+            ),
             "{text}"
         );
         assert!(
-            !text.contains("0d5c0ffee"),
-            "a receiver's path is not printed: {text}"
+            !text.contains("81bae876b70513c9"),
+            "a receiver's whole path is not printed, only its first 8 hex digits: {text}"
         );
         assert!(text.contains("endpoints[0] (GitLab) notifies b"), "{text}");
         assert!(

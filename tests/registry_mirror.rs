@@ -68,6 +68,11 @@ impl Drop for Registry {
 
 /// The registry on a free loopback port, notifying `hook` with the Authorization header.
 fn start_registry(hook: &str) -> Registry {
+    start_registry_logging(hook, "info")
+}
+
+/// The same, with the registry's `log.level`.
+fn start_registry_logging(hook: &str, level: &str) -> Registry {
     let dir = temp_dir("registry");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -77,7 +82,7 @@ fn start_registry(hook: &str) -> Registry {
     let config = format!(
         "version: 0.1
 log:
-  level: info
+  level: {level}
 storage:
   filesystem:
     rootdirectory: {root}
@@ -267,4 +272,25 @@ fn a_real_registry_tag_push_reaches_fluxd_once() {
         "registry mirror: tag push reached fluxd {:.0} ms after the manifest PUT",
         heard.as_secs_f64() * 1000.0
     );
+}
+
+/// What the README's air-gapped section warns of: the registry's own start-up log shows each
+/// notification endpoint's headers, the Authorization key included, at level info; at warn that
+/// line is not written.
+#[test]
+fn the_registry_logs_the_notification_key_at_info_and_not_at_warn() {
+    let hook = format!("http://{}/hook/x", free_addr());
+    let key = String::from_utf8_lossy(KEY).into_owned();
+    let log_of = |level: &str| {
+        let registry = start_registry_logging(&hook, level);
+        // Serving /v2/ means start-up, and its endpoint lines, are behind it.
+        std::fs::read_to_string(&registry.log).unwrap()
+    };
+    let info = log_of("info");
+    assert!(
+        info.contains("configuring endpoint flux-recv") && info.contains(&format!("Bearer {key}")),
+        "{info}"
+    );
+    let warn = log_of("warn");
+    assert!(!warn.contains(&key), "{warn}");
 }

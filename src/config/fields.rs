@@ -112,7 +112,7 @@ mod tests {
     /// with any other field does not.
     #[test]
     fn the_lists_are_the_structs_fields() {
-        let yaml = "fluxRecvVersion: 1\nnotify:\n- name: a\n  fluxReceiver: http://a/hook/x\n  keyPath: t\n  images: [x]\n  git: [y]\n  branches: [z]\n- name: b\n  fluxd: http://b/api/flux\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: k\n  registryHost: r.example.com\n  notify: [a]\n  notifyTimeout: 0.8\n  gcr:\n    audience: a\n    email: e@x\n    tokenInfoURL: http://t/\n";
+        let yaml = "fluxRecvVersion: 1\nnotify:\n- name: a\n  fluxReceiver: http://a/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: t\n  images: [x]\n  git: [y]\n  branches: [z]\n- name: b\n  fluxd: http://b/api/flux\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: k\n  registryHost: r.example.com\n  notify: [a]\n  notifyTimeout: 0.8\n  gcr:\n    audience: a\n    email: e@x\n    tokenInfoURL: http://t/\n";
         let value: Value = serde_yaml_ng::from_str(yaml).unwrap();
         assert!(unknown("c.yaml", &value).is_empty());
         let dir = std::env::temp_dir().join(format!("flux-recv-fields-{}", std::process::id()));

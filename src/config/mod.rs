@@ -21,7 +21,7 @@ mod fields;
 mod notify;
 
 pub use endpoint::Endpoint;
-pub use notify::{DownstreamConfig, DEFAULT_DOWNSTREAM};
+pub use notify::{receiver_webhook_path, DownstreamConfig, DEFAULT_DOWNSTREAM};
 
 /// The fluxd API used when the config names none (the Go original's default).
 pub const DEFAULT_API: &str = "http://localhost:3030/api/flux";

@@ -11,10 +11,15 @@
 //!   keyPath: cluster-b-receiver.token
 //!   git: ["*/org/infra*"]
 //! ```
+//!
+//! A receiver's URL must end in its webhook path, `/hook/` and 64 lowercase hex digits, as
+//! notification-controller computes it ([`receiver_webhook_path`]); anything else (a
+//! placeholder, a truncated copy) would only ever get 404s.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::{check_http_url, needs_missing_tls, read_secret, Endpoint, DEFAULT_API};
 use crate::downstream::{origin, Filter, Glob, Kind};
@@ -183,6 +188,12 @@ fn kind(
         }
         (None, Some(url), Some(path)) => {
             let url = http_url(label, "fluxReceiver", url, problems)?;
+            if let Err(why) = check_webhook_path(&url) {
+                problems.push(format!(
+                    "{label}: fluxReceiver {why}; use the Receiver's status.webhookPath (kubectl -n <namespace> get receiver <name> -o jsonpath='{{.status.webhookPath}}'), or compute it: flux-recv receiver-path --token-file {path} --name <name> --namespace <namespace>"
+                ));
+                return None;
+            }
             match read_secret(label, "keyPath", dir, &path, warnings) {
                 Ok(token) => Some((Kind::Receiver { url, token }, Some(PathBuf::from(path)))),
                 Err(text) => {
@@ -192,6 +203,42 @@ fn kind(
             }
         }
     }
+}
+
+/// The webhook path notification-controller gives a Receiver (its `status.webhookPath`):
+/// `/hook/` and the lowercase hex sha256 of the token, the Receiver's name and its namespace.
+pub fn receiver_webhook_path(token: &[u8], name: &str, namespace: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(token);
+    digest.update(name.as_bytes());
+    digest.update(namespace.as_bytes());
+    format!("/hook/{}", hex::encode(digest.finalize()))
+}
+
+/// Longest part of a wrong receiver path a message shows.
+const SHOWN_PATH: usize = 24;
+
+/// Whether a receiver URL's path is a webhook path: `/hook/` and 64 lowercase hex digits.
+fn check_webhook_path(url: &str) -> Result<(), String> {
+    let path = url
+        .parse::<ureq::http::Uri>()
+        .map(|uri| uri.path().to_owned())
+        .unwrap_or_default();
+    let digest = path.strip_prefix("/hook/").unwrap_or("");
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    if digest.len() == 64 && digest.chars().all(hex) {
+        return Ok(());
+    }
+    let shown: String = path.chars().take(SHOWN_PATH).collect();
+    let cut = if path.chars().count() > SHOWN_PATH {
+        "…"
+    } else {
+        ""
+    };
+    Err(format!(
+        "path {:?} is not a Receiver's webhook path, /hook/ and 64 lowercase hex digits",
+        format!("{shown}{cut}")
+    ))
 }
 
 /// `url` when it is an http(s) URL this build can call.

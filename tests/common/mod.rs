@@ -771,3 +771,26 @@ pub fn gitlab_push_request(route: &str, key: &[u8], extra: &str) -> Vec<u8> {
     req.extend_from_slice(GITLAB_PUSH);
     req
 }
+
+/// Whether this run is CI's (`CI` set, as `.ci/run` does): there a missing tool fails the test
+/// instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// For a test that needs `what`, which this machine lacks: under CI the test fails; elsewhere it
+/// says so on the terminal (past the test harness's capture, so it shows in a passing run) and
+/// the caller skips.
+pub fn skip_without(what: &str, how: &str) {
+    let text = format!("SKIPPED: {what} is missing; {how}");
+    assert!(!in_ci(), "{text} (CI is set, so this fails)");
+    let _ = writeln!(std::io::stderr(), "\n*** {text} ***");
+}
+
+/// Whether `program args…` runs and exits 0 (a tool's `--version`).
+pub fn runs(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
