@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::app::{self, DeliveryOptions, ServerOptions};
-use crate::change::Change;
 use crate::commands::{self, Notify, CHECK_HELP, DIGEST_HELP, ENDPOINTS_HELP, NOTIFY_HELP};
 use crate::log::{Format, Level};
 use crate::sources::Source;
@@ -309,7 +308,11 @@ pub fn parse(raw: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
         Some("digest") if wants_help => Command::Help(DIGEST_HELP.into()),
         Some("notify") if wants_help => Command::Help(NOTIFY_HELP.into()),
         Some("receiver-path") if wants_help => Command::Help(commands::RECEIVER_PATH_HELP.into()),
-        Some("notify") => Command::Notify(notify(&mut r)?),
+        Some("notify") => Command::Notify(Notify::from_flags(
+            r.text("--url")?,
+            r.text("--key-file")?,
+            [r.text("--git")?, r.text("--branch")?, r.text("--image")?],
+        )?),
         Some("receiver-path") => {
             Command::ReceiverPath(commands::ReceiverPath::parse(&mut |flag| r.text(flag))?)
         }
@@ -400,27 +403,6 @@ pub fn defaults() -> app::Options {
         Ok(Command::Serve(serve)) => serve.options,
         _ => unreachable!("the flag table's defaults parse"),
     }
-}
-
-fn notify(r: &mut Reader) -> Result<Notify, String> {
-    let needs = |what: &str| format!("notify needs {what}; see flux-recv notify --help");
-    let url = r
-        .text("--url")?
-        .ok_or_else(|| needs("--url, the Generic endpoint's URL"))?;
-    let key_file = r.text("--key-file")?.ok_or_else(|| needs("--key-file"))?;
-    let change = match (r.text("--git")?, r.text("--branch")?, r.text("--image")?) {
-        (Some(git), Some(branch), None) => Change::git(git, &branch),
-        (None, None, Some(image)) => {
-            Change::image(&image).map_err(|e| format!("--image {image:?}: {e}"))?
-        }
-        (Some(_), None, None) => return Err(needs("--branch with --git")),
-        _ => return Err(needs("either --git URL --branch BRANCH or --image REF")),
-    };
-    Ok(Notify {
-        url,
-        key_file: key_file.into(),
-        change,
-    })
 }
 
 #[cfg(test)]

@@ -58,6 +58,32 @@ pub struct Notify {
     pub change: Change,
 }
 
+impl Notify {
+    /// The request its flags (`--url`, `--key-file`, `--git`, `--branch`, `--image`) make.
+    pub fn from_flags(
+        url: Option<String>,
+        key_file: Option<String>,
+        [git, branch, image]: [Option<String>; 3],
+    ) -> Result<Notify, String> {
+        let needs = |what: &str| format!("notify needs {what}; see flux-recv notify --help");
+        let url = url.ok_or_else(|| needs("--url, the Generic endpoint's URL"))?;
+        let key_file = key_file.ok_or_else(|| needs("--key-file"))?;
+        let change = match (git, branch, image) {
+            (Some(git), Some(branch), None) => Change::git(git, &branch),
+            (None, None, Some(image)) => {
+                Change::image(&image).map_err(|e| format!("--image {image:?}: {e}"))?
+            }
+            (Some(_), None, None) => return Err(needs("--branch with --git")),
+            _ => return Err(needs("either --git URL --branch BRANCH or --image REF")),
+        };
+        Ok(Notify {
+            url,
+            key_file: key_file.into(),
+            change,
+        })
+    }
+}
+
 /// Loads the config, telling `report` every problem; `None` when it cannot be used.
 pub fn load_or_report(path: &Path, report: &dyn Fn(&str)) -> Option<config::Loaded> {
     match config::load(path) {

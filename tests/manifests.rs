@@ -547,10 +547,6 @@ fn the_registry_mirror_example_is_whole() {
     );
 }
 
-/// Flags the lead's spool work adds to the binary on main (`--spool`); accepted here until the
-/// flag table has them, checked like every other flag once it does.
-const PENDING_FLAGS: &[&str] = &["--spool"];
-
 #[test]
 fn the_flux_v2_workload_is_restricted_and_agrees_with_its_secret_service_and_ingress() {
     let k = yaml("flux-v2/kustomization.yaml");
@@ -609,10 +605,7 @@ fn the_flux_v2_workload_is_restricted_and_agrees_with_its_secret_service_and_ing
     let flags = common::flags();
     for arg in &args {
         let flag = arg.split('=').next().unwrap();
-        assert!(
-            flags.contains(&flag) || PENDING_FLAGS.contains(&flag),
-            "unknown flag {flag}"
-        );
+        assert!(flags.contains(&flag), "unknown flag {flag}");
     }
     let value = |flag: &str| -> String {
         args.iter()
