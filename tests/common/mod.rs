@@ -86,6 +86,8 @@ impl Recorded {
 pub struct FakeFluxd {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Recorded>>>,
+    /// The bodies it answered with a success status, in order.
+    pub accepted: Arc<Mutex<Vec<String>>>,
     behaviour: Arc<Mutex<Behaviour>>,
     /// Connections accepted so far.
     connections: Arc<AtomicUsize>,
@@ -101,23 +103,26 @@ impl FakeFluxd {
         let listener = TcpListener::bind(addr).expect("bind fake fluxd");
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(behaviour));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (rec, beh, count) = (
+        let (rec, acc, beh, count) = (
             Arc::clone(&received),
+            Arc::clone(&accepted),
             Arc::clone(&behaviour),
             Arc::clone(&connections),
         );
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 count.fetch_add(1, Ordering::SeqCst);
-                let (rec, beh) = (Arc::clone(&rec), Arc::clone(&beh));
-                thread::spawn(move || serve_fluxd(stream, &rec, &beh));
+                let (rec, acc, beh) = (Arc::clone(&rec), Arc::clone(&acc), Arc::clone(&beh));
+                thread::spawn(move || serve_fluxd(stream, &rec, &acc, &beh));
             }
         });
         FakeFluxd {
             addr,
             received,
+            accepted,
             behaviour,
             connections,
         }
@@ -189,6 +194,7 @@ pub fn dead_api() -> String {
 fn serve_fluxd(
     mut stream: TcpStream,
     received: &Mutex<Vec<Recorded>>,
+    accepted: &Mutex<Vec<String>>,
     behaviour: &Mutex<Behaviour>,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
@@ -223,6 +229,9 @@ fn serve_fluxd(
             Behaviour::Receiver(token) => receiver_reply(&request, token),
             Behaviour::Answer(answer) => answer(&request),
         };
+        if reply.starts_with(b"HTTP/1.1 2") {
+            accepted.lock().unwrap().push(request.body_str());
+        }
         if stream.write_all(&reply).is_err() {
             return;
         }
@@ -562,12 +571,21 @@ impl Proc {
     /// Starts `sh -c "<prefix> exec flux-recv --listen 127.0.0.1:0 <args>"` and waits for its
     /// `listening` line.
     pub fn start_with_prefix(prefix: &str, args: &[&str]) -> Proc {
+        Proc::start_listening(prefix, "127.0.0.1:0", args)
+    }
+
+    /// Starts flux-recv listening on `listen` (a fixed address, for a proxy in front of it).
+    pub fn start_on(listen: &str, args: &[&str]) -> Proc {
+        Proc::start_listening("", listen, args)
+    }
+
+    fn start_listening(prefix: &str, listen: &str, args: &[&str]) -> Proc {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         // FLUX_RECV_BIN runs the suite against another build (e.g. the static musl release).
         let binary = std::env::var("FLUX_RECV_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flux-recv").to_owned());
-        let mut script = format!("{prefix} exec '{binary}' --listen 127.0.0.1:0");
+        let mut script = format!("{prefix} exec '{binary}' --listen {listen}");
         for arg in args {
             script.push_str(&format!(" '{arg}'"));
         }
