@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod change;
+pub mod cidr;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -26,6 +26,8 @@ pub enum Ending {
     NotFound,
     /// A hook path with a method other than POST.
     MethodNotAllowed,
+    /// The client is not in the endpoint's `allowFrom` (its address, for the log).
+    Forbidden(String),
     /// Signature or token missing or wrong. The cause never holds the expected value.
     Unauthorized(Cause),
     /// Malformed body, missing event header, missing field, bad framing.
@@ -68,13 +70,14 @@ pub struct Verdict {
 }
 
 /// Every outcome word, for declaring the metrics' series and for the README's table.
-pub const OUTCOMES: [&str; 18] = [
+pub const OUTCOMES: [&str; 19] = [
     "notified",
     "queued",
     "pong",
     "ignored",
     "not_found",
     "method_not_allowed",
+    "forbidden",
     "unauthorized",
     "bad_request",
     "too_large",
@@ -103,6 +106,7 @@ pub fn verdict(ending: &Ending) -> Verdict {
         }
         Ending::NotFound => (404, "Not found", "not_found"),
         Ending::MethodNotAllowed => (405, "Method not allowed: use POST", "method_not_allowed"),
+        Ending::Forbidden(_) => (403, "Forbidden", "forbidden"),
         Ending::Unauthorized(_) => (
             401,
             "Unauthorized: signature or token missing or wrong",
@@ -165,6 +169,9 @@ impl std::fmt::Display for Ending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Ending::Ignored(reason) => f.write_str(reason),
+            Ending::Forbidden(client) => {
+                write!(f, "client {client} is not in the endpoint's allowFrom")
+            }
             Ending::Overloaded(why) => f.write_str(why),
             Ending::Unauthorized(cause) | Ending::BadRequest(cause) => cause.fmt(f),
             Ending::Queued { cause, .. }
@@ -223,6 +230,7 @@ mod tests {
             (Ending::Ignored("event issues".into()), 200),
             (Ending::NotFound, 404),
             (Ending::MethodNotAllowed, 405),
+            (Ending::Forbidden("192.0.2.1".into()), 403),
             (Ending::Unauthorized("x".into()), 401),
             (Ending::BadRequest("x".into()), 400),
             (Ending::TooLarge, 413),

@@ -84,6 +84,13 @@ fn config_table() {
             warning: None,
         },
         Case {
+            name: "allowFrom with a range that is not one",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: a\n  allowFrom: [140.82.112.0/20, 10.0.0.0/33]\n",
+            keys: &[("a", b"key-a-0123456789ab")],
+            error: Some(&["endpoints[0] (GitHub)", "allowFrom", "10.0.0.0/33", "0 to 32"]),
+            warning: None,
+        },
+        Case {
             name: "requireSignature where the signature is not optional",
             yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GitHub\n  keyPath: a\n  requireSignature: true\n",
             keys: &[("a", b"key-a-0123456789ab")],

@@ -249,3 +249,147 @@ fn lenient_chunked_framing_is_refused() {
     }
     assert_eq!(send_ping(server.addr, KEY, 200).0.status, 200);
 }
+
+/// Sends `GET /health` on a new kept-alive connection and keeps the connection.
+fn kept_alive_health(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut s, &mut Vec::new()).expect("a reply");
+    assert_eq!(reply.status, 200);
+    s
+}
+
+/// With `--max-connections 8`, 8 kept-alive connections asking `/health` now and then once
+/// kept every later connection at 503. An idle connection now gives its slot to a newcomer (the
+/// one idle the longest first); only connections busy with a request keep a newcomer out.
+#[test]
+fn idle_kept_alive_connections_never_keep_a_new_one_out() {
+    let cfg = config("", "- source: GitHub\n  keyPath: key\n", &[("key", KEY)]);
+    let server = Proc::start(&[
+        "--config",
+        &cfg,
+        "--max-connections",
+        "8",
+        "--max-connections-per-client",
+        "8",
+    ]);
+    let mut held: Vec<std::net::TcpStream> =
+        (0..8).map(|_| kept_alive_health(server.addr)).collect();
+    for round in 0..3 {
+        let (reply, _) = send_ping(server.addr, KEY, 200);
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "Pong"),
+            "round {round}"
+        );
+        // The holders come back for more: each reconnects, as a client whose kept-alive
+        // connection was closed does, and the slots go round.
+        held.remove(0);
+        held.push(kept_alive_health(server.addr));
+    }
+    drop(held);
+    thread::sleep(Duration::from_millis(200));
+    // Eight connections mid-request (a head that never ends) are busy: a newcomer gets 503.
+    let busy: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let (refused, _) = send_ping(server.addr, KEY, 200);
+    assert_eq!(refused.status, 503, "{refused:?}");
+    drop(busy);
+}
+
+/// A connection carries at most 1,000 requests: the 1,000th reply says `Connection: close`.
+#[test]
+fn a_connection_carries_a_bounded_number_of_requests() {
+    use std::io::Write;
+    let cfg = config("", "- source: GitHub\n  keyPath: key\n", &[("key", KEY)]);
+    let server = Proc::start(&["--config", &cfg]);
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    for n in 1..=1000 {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let reply = read_reply(&mut s, &mut buf).expect("a reply");
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("Connection") == Some("close"),
+            n == 1000,
+            "request {n}"
+        );
+    }
+}
+
+/// One client address holds at most its share of connections; another client is served.
+#[test]
+fn one_client_holds_at_most_its_share() {
+    let cfg = config("", "- source: GitHub\n  keyPath: key\n", &[("key", KEY)]);
+    let server = Proc::start_on(
+        &format!("[::]:{}", free_addr().port()),
+        &["--config", &cfg, "--max-connections-per-client", "4"],
+    );
+    let port = server.addr.port();
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Four connections mid-request from 127.0.0.1: its whole share.
+    let busy: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(v4).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let (refused, _) = send_ping(v4, KEY, 200);
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(server
+        .stderr_with("one client")
+        .contains("too many connections or requests from one client"));
+    // Another client (::1 is another address) is served.
+    let v6 = std::net::SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port));
+    match std::net::TcpStream::connect(v6) {
+        Ok(_) => assert_eq!(send_ping(v6, KEY, 200).0.status, 200),
+        Err(e) => eprintln!("no IPv6 loopback here ({e}); the other client is not tried"),
+    }
+    drop(busy);
+}
+
+/// `allowFrom` takes the client from `X-Forwarded-For` only when the peer is a trusted proxy;
+/// a delivery from elsewhere is 403, logged with its address.
+#[test]
+fn allow_from_reads_forwarded_addresses_only_from_trusted_proxies() {
+    let endpoint = "- source: GitHub\n  keyPath: key\n  allowFrom: [203.0.113.0/24]\n";
+    let cfg = config("", endpoint, &[("key", KEY)]);
+    let (headers, body) = github_ping(200, KEY);
+    let ping = |server: &Proc, forwarded: &str| {
+        let mut headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        headers.push(("X-Forwarded-For", forwarded));
+        post(server.addr, &route_of(KEY, ""), &headers, &body).status
+    };
+    let behind = Proc::start(&["--config", &cfg, "--trusted-proxies", "127.0.0.0/8"]);
+    assert_eq!(ping(&behind, "203.0.113.7"), 200);
+    // The proxy appends what it saw: a client cannot name itself past it.
+    assert_eq!(ping(&behind, "203.0.113.7, 198.51.100.1"), 403);
+    assert_eq!(ping(&behind, "198.51.100.1"), 403);
+    assert!(behind
+        .stderr_with("198.51.100.1")
+        .contains("client 198.51.100.1 is not in the endpoint's allowFrom"));
+    let direct = Proc::start(&["--config", &cfg]);
+    assert_eq!(
+        ping(&direct, "203.0.113.7"),
+        403,
+        "the header from anyone else is ignored"
+    );
+}

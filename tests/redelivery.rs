@@ -408,7 +408,7 @@ fn two_replicas_behind_a_proxy_lose_nothing_when_one_is_killed() {
 
     let dir = temp_dir("nginx");
     let conf = format!(
-        "daemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n  fastcgi_temp_path {dir};\n  uwsgi_temp_path {dir};\n  scgi_temp_path {dir};\n  upstream recv {{ server {a_addr} max_fails=1 fail_timeout=1s; server {b_addr} max_fails=1 fail_timeout=1s; }}\n  server {{\n    listen {proxy_addr};\n    location / {{ proxy_pass http://recv; proxy_next_upstream error timeout; proxy_next_upstream_tries 2; }}\n  }}\n}}\n",
+        "daemon off;\nmaster_process off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n  fastcgi_temp_path {dir};\n  uwsgi_temp_path {dir};\n  scgi_temp_path {dir};\n  upstream recv {{ server {a_addr} max_fails=1 fail_timeout=1s; server {b_addr} max_fails=1 fail_timeout=1s; }}\n  server {{\n    listen {proxy_addr};\n    location / {{ proxy_pass http://recv; proxy_next_upstream error timeout; proxy_next_upstream_tries 2; }}\n  }}\n}}\n",
         dir = dir.display()
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
@@ -419,6 +419,8 @@ fn two_replicas_behind_a_proxy_lose_nothing_when_one_is_killed() {
             "-p",
             &dir.display().to_string(),
         ])
+        // One process (master_process off), no inherited pipes: nothing outlives the test.
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("nginx");

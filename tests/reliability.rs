@@ -34,6 +34,9 @@ fn slow_clients_hold_only_their_own_connection() {
         "3",
         "--max-connections",
         "600",
+        // 400 clients, all on loopback: one address, so its share is all of it.
+        "--max-connections-per-client",
+        "600",
     ]);
     let route = route_of(KEY, "");
     // Watches (up to `limit`) until `n` threads are up; the highest (threads, RSS) seen.
@@ -211,6 +214,9 @@ fn sixteen_bodies_at_the_cap_stay_within_the_memory_formula() {
             "--threads",
             &THREADS.to_string(),
             "--max-connections",
+            &CONNS.to_string(),
+            // Every client is on loopback: one address, so its share is all of it.
+            "--max-connections-per-client",
             &CONNS.to_string(),
         ],
     );

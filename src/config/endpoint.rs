@@ -8,6 +8,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{check_http_url, needs_missing_tls, read_secret};
+use crate::cidr::Cidr;
 use crate::signature::{constant_time_eq, Key};
 use crate::sources::{gcr, RegistryHost, Source};
 
@@ -28,6 +29,8 @@ pub struct Endpoint {
     pub notify_timeout: Option<Duration>,
     /// BitbucketCloud: unsigned deliveries are refused (401), not served by the URL alone.
     pub require_signature: bool,
+    /// The client addresses deliveries may come from; empty: anywhere.
+    pub allow_from: Vec<Cidr>,
     pub(super) digest: [u8; 32],
 }
 
@@ -53,6 +56,7 @@ impl Endpoint {
             notify: Vec::new(),
             notify_timeout: None,
             require_signature: false,
+            allow_from: Vec::new(),
             digest: hasher.finalize().into(),
         }
     }
@@ -116,6 +120,8 @@ pub(super) struct RawEndpoint {
     notify_timeout: Option<f64>,
     #[serde(rename = "requireSignature")]
     require_signature: Option<bool>,
+    #[serde(rename = "allowFrom")]
+    allow_from: Option<Vec<String>>,
 }
 
 /// The message for two endpoints that would share a route.
@@ -191,6 +197,20 @@ pub(super) fn endpoint(
         ));
     }
 
+    let mut allow_from = Vec::new();
+    for range in raw.allow_from.iter().flatten() {
+        match Cidr::parse(range) {
+            Ok(cidr) => allow_from.push(cidr),
+            Err(why) => problems.push(format!(
+                "{label}: allowFrom {why}; list the senders' ranges, e.g. GitHub's hooks from https://api.github.com/meta"
+            )),
+        }
+    }
+    if raw.allow_from.as_ref().is_some_and(Vec::is_empty) {
+        problems.push(format!(
+            "{label}: allowFrom is empty, which would refuse every delivery; list the senders' ranges, or remove it"
+        ));
+    }
     let require_signature = raw.require_signature.unwrap_or(false);
     match source {
         Some(Source::BitbucketCloud) if !require_signature => warnings.push(format!(
@@ -224,6 +244,7 @@ pub(super) fn endpoint(
             endpoint.notify = raw.notify.unwrap_or_default();
             endpoint.notify_timeout = notify_timeout;
             endpoint.require_signature = require_signature;
+            endpoint.allow_from = allow_from;
             Ok(endpoint)
         }
         _ => Err(problems),

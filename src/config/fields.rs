@@ -13,6 +13,7 @@ const ENDPOINT: &[&str] = &[
     "notify",
     "notifyTimeout",
     "requireSignature",
+    "allowFrom",
 ];
 const GCR: &[&str] = &["audience", "email", "tokenInfoURL"];
 const DOWNSTREAM: &[&str] = &[

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::cidr::any_contains;
 use crate::config::Config;
 use crate::downstream::calls::Calls;
 use crate::downstream::redelivery::spool::Spool;
@@ -256,6 +257,13 @@ impl Handler for Delivery {
             return Begin::Answer(Context::unrouted(path, head.started).finish(Ending::NotFound));
         };
         let context = Context::routed(&table.routes[route], &head.headers, head.started);
+        let allow_from = &table.routes[route].endpoint.allow_from;
+        if !allow_from.is_empty() && !head.client.is_some_and(|c| any_contains(allow_from, c)) {
+            let client = head
+                .client
+                .map_or_else(|| "unknown".into(), |c| c.to_string());
+            return Begin::Answer(context.finish(Ending::Forbidden(client)));
+        }
         if head.method != "POST" {
             return Begin::Answer(context.finish(Ending::MethodNotAllowed));
         }
@@ -344,6 +352,9 @@ fn ending_of(refusal: Refusal) -> Ending {
         Refusal::TooLarge => Ending::TooLarge,
         Refusal::TimedOut => Ending::Timeout,
         Refusal::TooManyConnections => Ending::Overloaded("too many open connections"),
+        Refusal::TooManyFromClient => {
+            Ending::Overloaded("too many connections or requests from one client")
+        }
         Refusal::NoBudget => Ending::Overloaded("no memory budget for the body in time"),
         Refusal::PoolStopped => Ending::Overloaded("handler pool stopped"),
         Refusal::Panic => Ending::Panic,

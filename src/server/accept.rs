@@ -1,8 +1,8 @@
 //! The acceptors: one per listener, never stopped by an accept error, each connection on its own
-//! small thread, and a fast 503 past `--max-connections`.
+//! small thread once `clients.rs` gives it a slot, and a fast 503 when it does not.
 
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -38,10 +38,10 @@ pub(super) fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, role: Li
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let stream = match accepted {
-            Ok((stream, _)) => {
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
                 backoff = Duration::from_millis(5);
-                stream
+                accepted
             }
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS, ECONNABORTED…: log, wait a little, go on. Never stop.
@@ -57,41 +57,31 @@ pub(super) fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, role: Li
                 continue;
             }
         };
-        if shared.open.fetch_add(1, Ordering::SeqCst) >= shared.opts.max_connections {
-            shared.open.fetch_sub(1, Ordering::SeqCst);
-            refuse_overloaded(stream, shared);
-            continue;
-        }
+        let stream = Arc::new(stream);
+        let ticket = match shared.clients.admit(&stream, peer, &shared.opts) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                refuse(&stream, shared, refusal);
+                continue;
+            }
+        };
         let conn_shared = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name("conn".into())
             .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || {
-                let _open = OpenGuard(&conn_shared.open);
-                connection::serve(stream, &conn_shared, role);
-            });
+            .spawn(move || connection::serve(stream, &conn_shared, role, &ticket));
         if let Err(e) = spawned {
-            shared.open.fetch_sub(1, Ordering::SeqCst);
             log::error("cannot start connection thread", &[("error", log::text(e))]);
         }
     }
 }
 
-/// Past `--max-connections`: the handler's reply, written without blocking the acceptor (a full
-/// send buffer loses the reply, never the acceptor's time), then close.
-fn refuse_overloaded(stream: TcpStream, shared: &Shared) {
-    let response = shared
-        .handler
-        .refuse(Refusal::TooManyConnections, Instant::now());
+/// A connection refused at accept (`--max-connections` with none idle, or the client's share):
+/// the handler's reply, written without blocking the acceptor (a full send buffer loses the
+/// reply, never the acceptor's time), then close.
+fn refuse(stream: &TcpStream, shared: &Shared, refusal: Refusal) {
+    let response = shared.handler.refuse(refusal, Instant::now());
     let _ = stream.set_nonblocking(true);
-    let _ = write_reply(&mut &stream, &response, Asked::Everything, After::Close);
+    let _ = write_reply(&mut &*stream, &response, Asked::Everything, After::Close);
     let _ = stream.shutdown(Shutdown::Both);
-}
-
-struct OpenGuard<'a>(&'a AtomicUsize);
-
-impl Drop for OpenGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }

@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::http::{Head, MAX_HEADERS, MAX_HEAD_BYTES};
@@ -15,9 +16,29 @@ pub trait Transport: Read + Write {
     fn set_read_deadline(&mut self, left: Duration) -> io::Result<()>;
 }
 
-impl Transport for TcpStream {
+/// A connection's socket, shared with the registry of connections (`clients.rs`), which may
+/// shut it down to give its slot to a newcomer: one descriptor, not a duplicate.
+pub(crate) struct Socket(pub(crate) Arc<TcpStream>);
+
+impl Read for Socket {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(out)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+impl Transport for Socket {
     fn set_read_deadline(&mut self, left: Duration) -> io::Result<()> {
-        self.set_read_timeout(Some(left))
+        self.0.set_read_timeout(Some(left))
     }
 }
 
@@ -230,6 +251,7 @@ impl<T: Transport> Conn<T> {
                         .collect(),
                     listener,
                     started,
+                    client: None,
                 };
                 self.start += len;
                 Ok(Some(head))

@@ -1,7 +1,9 @@
 //! One connection's life: requests read one after another (keep-alive, pipelining), each head
 //! shown to the handler, each body read within the request's deadline, the work run in the
 //! pool (or here, when no other work runs), and the reply written. A slow client holds only this
-//! thread, never a handler: work starts once the body is in.
+//! thread, never a handler: work starts once the body is in. Between requests the connection is
+//! idle (its slot may go to a newcomer); after [`MAX_REQUESTS_PER_CONNECTION`] requests or
+//! [`MAX_CONNECTION_AGE`] it is closed after its reply.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
@@ -9,30 +11,51 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::body::{read_body, BodyBuf};
-use super::conn::{Conn, ReadError};
+use super::clients::{Clients, Ticket};
+use super::conn::{Conn, ReadError, Socket};
 use super::http::{framing, write_reply, After, Asked, Framing, Head};
 use super::pool::Reply;
 use super::{Begin, Busy, Listener, Refusal, Request, Response, Shared, Work, KEEP_ALIVE_IDLE};
+use super::{MAX_CONNECTION_AGE, MAX_REQUESTS_PER_CONNECTION};
 
-pub(super) fn serve(stream: TcpStream, shared: &Shared, listener: Listener) {
+pub(super) fn serve(stream: Arc<TcpStream>, shared: &Shared, listener: Listener, ticket: &Ticket) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shared.opts.read_timeout));
-    let mut conn = Conn::new(stream);
+    let mut conn = Conn::new(Socket(stream));
     let reply = Arc::new(Reply::default());
-    let mut first = true;
-    loop {
+    let opened = Instant::now();
+    for served in 1.. {
         // The first request's clock starts at accept; later ones when their first byte arrives.
-        if !first && !conn.await_request(Instant::now() + KEEP_ALIVE_IDLE) {
-            return;
+        if served > 1 {
+            ticket.idle();
+            let arrived = conn.await_request(Instant::now() + KEEP_ALIVE_IDLE);
+            if !ticket.busy() || !arrived {
+                return;
+            }
         }
-        first = false;
-        let after = serve_one(&mut conn, &reply, shared, listener, Instant::now());
+        let last = served >= MAX_REQUESTS_PER_CONNECTION || opened.elapsed() >= MAX_CONNECTION_AGE;
+        let on = Connection {
+            shared,
+            listener,
+            ticket,
+            last,
+        };
+        let after = serve_one(&mut conn, &reply, &on, Instant::now());
         // Once stopping, no connection carries another request.
         if after == After::Close || shared.stopping.load(Ordering::SeqCst) {
-            let _ = conn.stream.shutdown(Shutdown::Write);
+            let _ = conn.stream.0.shutdown(Shutdown::Write);
             return;
         }
     }
+}
+
+/// What a request needs to know of its connection.
+struct Connection<'a> {
+    shared: &'a Shared,
+    listener: Listener,
+    ticket: &'a Ticket,
+    /// The connection closes after this request (its request or age cap).
+    last: bool,
 }
 
 /// One request whose head has been read: what the reply must honour.
@@ -47,22 +70,32 @@ struct Exchange {
 
 /// Serves one request, from its first byte to its reply.
 fn serve_one(
-    conn: &mut Conn<TcpStream>,
+    conn: &mut Conn<Socket>,
     reply: &Arc<Reply>,
-    shared: &Shared,
-    listener: Listener,
+    on: &Connection,
     started: Instant,
 ) -> After {
+    let shared = on.shared;
     let deadline = started + shared.opts.read_timeout;
-    let refuse = |conn: &mut Conn<TcpStream>, refusal| {
+    let refuse = |conn: &mut Conn<Socket>, refusal| {
         let response = shared.handler.refuse(refusal, started);
         send(conn, &response, Asked::Everything, After::Close)
     };
-    let head = match conn.read_head(deadline, listener, started) {
+    let mut head = match conn.read_head(deadline, on.listener, started) {
         Ok(head) => head,
         Err(ReadError::Closed | ReadError::Io) => return After::Close,
         Err(ReadError::TimedOut) => return refuse(conn, Refusal::TimedOut),
         Err(ReadError::Refused(refusal)) => return refuse(conn, refusal),
+    };
+    let client = Clients::client_of(on.ticket, &head, &shared.opts);
+    head.client = Some(client);
+    // Through a trusted proxy, the forwarded client's share counts its requests in progress.
+    let _forwarded = match on.ticket.proxy {
+        true => match shared.clients.enter_forwarded(client, &shared.opts) {
+            Ok(forwarded) => Some(forwarded),
+            Err(refusal) => return refuse(conn, refusal),
+        },
+        false => None,
     };
     let _busy = Busy::new(&shared.busy);
     let framing = match framing(&head) {
@@ -75,7 +108,7 @@ fn serve_one(
         } else {
             Asked::Everything
         },
-        keep_alive: head.wants_keep_alive(),
+        keep_alive: head.wants_keep_alive() && !on.last,
         framing,
         deadline,
         head,
@@ -97,14 +130,14 @@ fn serve_one(
 
 /// Reads the body and runs the work in the pool.
 fn read_and_run(
-    conn: &mut Conn<TcpStream>,
+    conn: &mut Conn<Socket>,
     reply: &Arc<Reply>,
     shared: &Shared,
     exchange: Exchange,
     work: Box<dyn Work>,
 ) -> After {
     let max_body = shared.opts.max_body_bytes;
-    let refuse = |conn: &mut Conn<TcpStream>, work: Box<dyn Work>, refusal| {
+    let refuse = |conn: &mut Conn<Socket>, work: Box<dyn Work>, refusal| {
         send(conn, &work.refuse(refusal), exchange.asked, After::Close)
     };
     if matches!(exchange.framing, Framing::Length(n) if n > max_body) {
@@ -138,7 +171,7 @@ fn read_and_run(
 }
 
 /// Writes a reply; the connection goes on only if the write worked and `after` allows it.
-fn send(conn: &mut Conn<TcpStream>, response: &Response, asked: Asked, after: After) -> After {
+fn send(conn: &mut Conn<Socket>, response: &Response, asked: Asked, after: After) -> After {
     match write_reply(&mut conn.stream, response, asked, after) {
         Ok(()) => after,
         Err(_) => After::Close,

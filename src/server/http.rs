@@ -3,6 +3,7 @@
 //! providers.
 
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::{Listener, Refusal, Response};
@@ -23,6 +24,9 @@ pub struct Head {
     pub listener: Listener,
     /// When the request's clock started (accept, or its first byte on a kept-alive connection).
     pub started: Instant,
+    /// Who sent it: the peer, or behind a trusted proxy the client it forwarded (none when the
+    /// bytes came from memory).
+    pub client: Option<IpAddr>,
 }
 
 impl Head {

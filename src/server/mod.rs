@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::cidr::Cidr;
 use crate::log;
 
 mod accept;
 mod body;
+mod clients;
 mod conn;
 mod connection;
 mod frame;
@@ -30,6 +32,10 @@ pub use http::{Head, MAX_HEADERS};
 
 /// How long an idle keep-alive connection is kept open between requests.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+/// Requests one connection carries before it is closed (nginx's `keepalive_requests`), and how
+/// long it may live: a client cannot keep a slot for ever by sending requests now and then.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(600);
 
 /// Transport limits; each has a flag.
 #[derive(Debug, Clone)]
@@ -42,8 +48,14 @@ pub struct Options {
     pub max_body_bytes: u64,
     /// Time to receive a whole request (head and body) once it starts.
     pub read_timeout: Duration,
-    /// Open connections at once; past it, a fast 503 and close.
+    /// Open connections at once; past it, the longest idle kept-alive one is closed, and if
+    /// none is idle, a fast 503 and close.
     pub max_connections: usize,
+    /// Connections one client address may hold (an IPv6 client per /64); through a trusted
+    /// proxy, requests in progress per forwarded client.
+    pub max_connections_per_client: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (for the share, and for the handler).
+    pub trusted_proxies: Vec<Cidr>,
     /// A separate listener for `/metrics` (the handler decides what it serves).
     pub listen_metrics: Option<String>,
 }
@@ -105,8 +117,10 @@ pub enum Refusal {
     TooLarge,
     /// The request was not received within `--read-timeout`.
     TimedOut,
-    /// Past `--max-connections`.
+    /// Past `--max-connections`, with no idle connection to close.
     TooManyConnections,
+    /// Past `--max-connections-per-client` for this client.
+    TooManyFromClient,
     /// No memory budget for a large body within the read timeout.
     NoBudget,
     /// The handler pool is gone (stopping).
@@ -201,7 +215,7 @@ fn bind_one(flag: &str, listen: &str) -> Result<TcpListener, String> {
 struct Shared {
     handler: Arc<dyn Handler>,
     opts: Options,
-    open: AtomicUsize,
+    clients: Arc<clients::Clients>,
     /// Requests between a complete head and a written reply (what a stop waits for).
     busy: AtomicUsize,
     stopping: AtomicBool,
@@ -212,7 +226,7 @@ struct Shared {
 impl Shared {
     fn status(&self) -> Status {
         Status {
-            open_connections: self.open.load(Ordering::SeqCst),
+            open_connections: self.clients.open.load(Ordering::SeqCst),
             busy_handlers: self.pool.busy(),
             stopping: self.stopping.load(Ordering::SeqCst),
         }
@@ -247,7 +261,7 @@ impl Server {
             budget: Arc::new(body::Budget::new(opts.body_budget())),
             pool: pool::Pool::start(opts.threads.max(1)),
             opts,
-            open: AtomicUsize::new(0),
+            clients: Arc::new(clients::Clients::new()),
             busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         });

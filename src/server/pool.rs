@@ -272,6 +272,7 @@ mod tests {
             headers: Vec::new(),
             listener: Listener::Main,
             started: Instant::now(),
+            client: None,
         };
         let request = Request {
             head,
