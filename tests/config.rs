@@ -217,6 +217,27 @@ fn config_table() {
             warning: None,
         },
         Case {
+            name: "gcr.audience without gcr.email: the hole of CVE-2026-40109",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: https://flux-recv.example/hook\n    tokenInfoURL: http://127.0.0.1:9/tokeninfo\n",
+            keys: &[("gcr.key", GOOD_KEY)],
+            error: Some(&["endpoints[0] (GoogleContainerRegistry)", "CVE-2026-40109", "gcr.email", "insecureAcceptAnyServiceAccount"]),
+            warning: None,
+        },
+        Case {
+            name: "gcr.audience without gcr.email, the risk accepted in so many words",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: https://flux-recv.example/hook\n    tokenInfoURL: http://127.0.0.1:9/tokeninfo\n    insecureAcceptAnyServiceAccount: true\n",
+            keys: &[("gcr.key", GOOD_KEY)],
+            error: None,
+            warning: None,
+        },
+        Case {
+            name: "a plain-http tokenInfoURL to another host",
+            yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: a\n    email: e@x\n    tokenInfoURL: http://tokeninfo.example/tokeninfo\n",
+            keys: &[("gcr.key", GOOD_KEY)],
+            error: Some(&["gcr.tokenInfoURL", "clear text", "https"]),
+            warning: None,
+        },
+        Case {
             name: "gcr.email without gcr.audience",
             yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    email: push@p.iam.gserviceaccount.com\n",
             keys: &[("gcr.key", GOOD_KEY)],
@@ -491,7 +512,7 @@ fn messages_never_contain_key_bytes() {
 fn gcr_audience_over_https_needs_the_tls_feature() {
     let case = Case {
         name: "gcr.audience with Google's default tokeninfo",
-        yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: https://flux-recv.example/hook\n",
+        yaml: "fluxRecvVersion: 1\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: https://flux-recv.example/hook\n    email: push@p.iam.gserviceaccount.com\n",
         keys: &[("gcr.key", GOOD_KEY)],
         error: None,
         warning: None,

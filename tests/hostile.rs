@@ -393,3 +393,83 @@ fn allow_from_reads_forwarded_addresses_only_from_trusted_proxies() {
         "the header from anyone else is ignored"
     );
 }
+
+/// GCR with `gcr.audience`: every forged token once cost an outbound call on the handler pool,
+/// and two slow checks made a valid GitHub ping wait. Now a token that can be refused locally
+/// costs no call, at most two checks run at once (a third is 503 with `Retry-After`, which
+/// Pub/Sub retries), and they run before the body is read, on no handler.
+#[test]
+fn forged_gcr_tokens_cost_no_call_and_slow_checks_hold_no_handler() {
+    const GCR_KEY: &[u8] = b"hostile-gcr-key-0123456789abcdef";
+    let tokeninfo = FakeFluxd::start(Behaviour::Answer(tokeninfo_stand_in));
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let endpoints = format!(
+        "- source: GitHub\n  keyPath: key\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: {GCR_AUDIENCE}\n    email: {GCR_EMAIL}\n    tokenInfoURL: http://{}/tokeninfo\n",
+        tokeninfo.addr
+    );
+    let cfg = config(
+        &format!("api: {}\n", fluxd.api()),
+        &endpoints,
+        &[("key", KEY), ("gcr.key", GCR_KEY)],
+    );
+    let server = Proc::start(&["--config", &cfg, "--threads", "2"]);
+    let body = include_bytes!("fixtures/gcr/insert_tag.json");
+    let push = |token: &str| {
+        post(
+            server.addr,
+            &route_of(GCR_KEY, ""),
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Connection", "close"),
+            ],
+            body,
+        )
+    };
+    let google = "https://accounts.google.com";
+    for token in [
+        "junk".to_owned(),
+        google_jwt("good", "https://another.example", google, 3600),
+        google_jwt("good", GCR_AUDIENCE, "https://evil.example", 3600),
+        google_jwt("good", GCR_AUDIENCE, google, -1),
+    ] {
+        assert_eq!(push(&token).status, 401);
+    }
+    assert!(
+        tokeninfo.requests().is_empty(),
+        "a forged token made a call"
+    );
+
+    // Two slow checks hold both slots; a third is 503 at once; a GitHub ping is not delayed.
+    // Two distinct tokens that the stand-in answers slowly (their expiry differs).
+    let slow_tokens = [3600, 3599].map(|exp| google_jwt("slow", GCR_AUDIENCE, google, exp));
+    let slow: Vec<_> = slow_tokens
+        .iter()
+        .map(|token| {
+            let (addr, route) = (server.addr, route_of(GCR_KEY, ""));
+            let auth = format!("Bearer {token}");
+            thread::spawn(move || post(addr, &route, &[("Authorization", &auth)], body).status)
+        })
+        .collect();
+    wait_until("two checks in flight", Duration::from_secs(2), || {
+        tokeninfo.requests().len() == 2
+    });
+    let started = Instant::now();
+    let busy = push(&google_jwt("good", GCR_AUDIENCE, google, 3598));
+    assert_eq!(busy.status, 503, "{busy:?}");
+    assert_eq!(busy.header("Retry-After"), Some("1"));
+    let (ping, took) = send_ping(server.addr, KEY, 200);
+    assert_eq!(ping.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    for slow in slow {
+        assert_eq!(slow.join().unwrap(), 200);
+    }
+    // Checked once, remembered: the same token again makes no call.
+    let calls = tokeninfo.requests().len();
+    assert_eq!(push(&slow_tokens[0]).status, 200);
+    assert_eq!(tokeninfo.requests().len(), calls);
+}

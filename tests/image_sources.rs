@@ -338,37 +338,9 @@ fn gcr_table_without_authentication() {
     );
 }
 
-const AUDIENCE: &str = "https://flux-recv.acme.example/hook";
-const EMAIL: &str = "gcr-push@acme-prod.iam.gserviceaccount.com";
-
-/// tokeninfo's answer per token: what Google would say for each kind of token.
-fn tokeninfo_answer(request: &Recorded) -> Vec<u8> {
-    let token = request
-        .path
-        .split_once("id_token=")
-        .map(|(_, t)| t)
-        .unwrap_or("");
-    let info = |aud: &str, email: &str, verified: &str| {
-        json_reply(&format!(
-            r#"{{"iss":"https://accounts.google.com","aud":"{aud}","email":"{email}","email_verified":"{verified}","exp":"4102444800","alg":"RS256"}}"#
-        ))
-    };
-    match token {
-        "good%2Btoken%2F%3D" => info(AUDIENCE, EMAIL, "true"),
-        "wrong-aud" => info("https://elsewhere.example", EMAIL, "true"),
-        "wrong-email" => info(AUDIENCE, "someone@else.iam.gserviceaccount.com", "true"),
-        "unverified" => info(AUDIENCE, EMAIL, "false"),
-        "slow" => {
-            std::thread::sleep(Duration::from_secs(8));
-            info(AUDIENCE, EMAIL, "true")
-        }
-        _ => b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 55\r\n\r\n{\"error\":\"invalid_token\",\"error_description\":\"Invalid\"}".to_vec(),
-    }
-}
-
 fn gcr_server(token_info_url: &str, api: &str) -> flux_recv::app::Running {
     let yaml = format!(
-        "fluxRecvVersion: 1\napi: {api}\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: {AUDIENCE}\n    email: {EMAIL}\n    tokenInfoURL: {token_info_url}\n"
+        "fluxRecvVersion: 1\napi: {api}\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: gcr.key\n  gcr:\n    audience: {GCR_AUDIENCE}\n    email: {GCR_EMAIL}\n    tokenInfoURL: {token_info_url}\n"
     );
     let config = config_from_yaml(&yaml, &[("gcr.key", KEY)]);
     start_config(&config, test_options())
@@ -376,38 +348,83 @@ fn gcr_server(token_info_url: &str, api: &str) -> flux_recv::app::Running {
 
 #[test]
 fn gcr_with_audience_checks_the_token_at_tokeninfo() {
-    let tokeninfo = FakeFluxd::start(Behaviour::Answer(tokeninfo_answer));
+    let tokeninfo = FakeFluxd::start(Behaviour::Answer(tokeninfo_stand_in));
     let fluxd = FakeFluxd::start(Behaviour::Real);
     let server = gcr_server(
         &format!("http://{}/tokeninfo", tokeninfo.addr),
         &fluxd.api(),
     );
     let route = route_of(KEY, "");
-    for (token, status) in [
-        (Some("Bearer good+token/="), 200),
-        (Some("bearer good+token/="), 200),
-        (Some("Bearer wrong-aud"), 401),
-        (Some("Bearer wrong-email"), 401),
-        (Some("Bearer unverified"), 401),
-        (Some("Bearer forged"), 401),
-        (Some("Basic good+token/="), 401),
-        (Some("Bearer "), 401),
-        (None, 401),
-    ] {
+    let google = "https://accounts.google.com";
+    let bearer = |token: &str| format!("Bearer {token}");
+    let cases = [
+        (Some(bearer(&gcr_token("good"))), 200, true),
+        // Cached: no second call.
+        (Some(format!("bearer {}", gcr_token("good"))), 200, false),
+        (Some(bearer(&gcr_token("wrong-aud"))), 401, true),
+        (Some(bearer(&gcr_token("wrong-email"))), 401, true),
+        (Some(bearer(&gcr_token("unverified"))), 401, true),
+        (Some(bearer(&gcr_token("not-google"))), 401, true),
+        (Some(bearer(&gcr_token("forged"))), 401, true),
+        // Refused without a call: not a JWT, another audience or issuer, expired.
+        (Some(bearer("forged")), 401, false),
+        (
+            Some(bearer(&google_jwt(
+                "good",
+                "https://elsewhere.example",
+                google,
+                3600,
+            ))),
+            401,
+            false,
+        ),
+        (
+            Some(bearer(&google_jwt(
+                "good",
+                GCR_AUDIENCE,
+                "https://evil.example",
+                3600,
+            ))),
+            401,
+            false,
+        ),
+        (
+            Some(bearer(&google_jwt("good", GCR_AUDIENCE, google, -60))),
+            401,
+            false,
+        ),
+        (Some(format!("Basic {}", gcr_token("good"))), 401, false),
+        (Some("Bearer ".to_owned()), 401, false),
+        (None, 401, false),
+    ];
+    for (token, status, asked) in &cases {
         fluxd.clear();
-        let headers: Vec<(&str, &str)> = token.map(|t| ("Authorization", t)).into_iter().collect();
+        let calls = tokeninfo.requests().len();
+        let headers: Vec<(&str, &str)> = token
+            .as_deref()
+            .map(|t| ("Authorization", t))
+            .into_iter()
+            .collect();
         let reply = post(server.addr(), &route, &headers, GCR_TAG);
-        assert_eq!(reply.status, status, "{token:?}: {reply:?}");
+        assert_eq!(reply.status, *status, "{token:?}: {reply:?}");
         assert_eq!(
             fluxd.requests().len(),
-            usize::from(status == 200),
+            usize::from(*status == 200),
+            "{token:?}"
+        );
+        assert_eq!(
+            tokeninfo.requests().len() - calls,
+            usize::from(*asked),
             "{token:?}"
         );
     }
-    // The token went out percent-encoded as id_token, on a GET.
+    // The token went out as id_token, on a GET.
     let first = &tokeninfo.requests()[0];
     assert_eq!(first.method, "GET");
-    assert_eq!(first.path, "/tokeninfo?id_token=good%2Btoken%2F%3D");
+    assert_eq!(
+        first.path,
+        format!("/tokeninfo?id_token={}", gcr_token("good"))
+    );
     server.stop();
 }
 
@@ -420,7 +437,7 @@ fn gcr_tokeninfo_down_is_401_at_once() {
     let reply = post(
         server.addr(),
         &route_of(KEY, ""),
-        &[("Authorization", "Bearer good+token/=")],
+        &[("Authorization", &format!("Bearer {}", gcr_token("good")))],
         GCR_TAG,
     );
     assert_eq!(reply.status, 401);
@@ -431,7 +448,7 @@ fn gcr_tokeninfo_down_is_401_at_once() {
 
 #[test]
 fn gcr_tokeninfo_slow_is_401_within_its_timeout() {
-    let tokeninfo = FakeFluxd::start(Behaviour::Answer(tokeninfo_answer));
+    let tokeninfo = FakeFluxd::start(Behaviour::Answer(tokeninfo_stand_in));
     let fluxd = FakeFluxd::start(Behaviour::Real);
     let server = gcr_server(
         &format!("http://{}/tokeninfo", tokeninfo.addr),
@@ -443,7 +460,10 @@ fn gcr_tokeninfo_slow_is_401_within_its_timeout() {
     let reply = post(
         server.addr(),
         &route_of(KEY, ""),
-        &[("Authorization", "Bearer slow")],
+        &[(
+            "Authorization",
+            &format!("Bearer {}", gcr_token("too-slow")),
+        )],
         GCR_TAG,
     );
     let elapsed = started.elapsed();

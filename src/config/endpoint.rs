@@ -278,10 +278,20 @@ fn check_gcr(label: &str, source: Option<Source>, gcr: &gcr::PushAuth) -> Vec<St
         Some(audience) if audience.trim().is_empty() => problems.push(format!(
             "{label}: gcr.audience is empty; set the Pub/Sub push audience or remove the field"
         )),
+        Some(_) if gcr.email.is_none() && gcr.accept_any_service_account != Some(true) => {
+            problems.push(format!(
+                "{label}: gcr.audience without gcr.email accepts any Google-signed token for that audience, and anyone can create a Pub/Sub push subscription with any audience string (CVE-2026-40109, GHSA-h9cx-xjg6-5v2w); set gcr.email to the push subscription's service account, or gcr.insecureAcceptAnyServiceAccount: true to accept that risk"
+            ))
+        }
         Some(_) => {}
-        None if gcr.email.is_some() || gcr.token_info_url.is_some() => problems.push(format!(
-            "{label}: gcr.email and gcr.tokenInfoURL only apply with gcr.audience; set gcr.audience to the push subscription's audience"
-        )),
+        None if gcr.email.is_some()
+            || gcr.token_info_url.is_some()
+            || gcr.accept_any_service_account.is_some() =>
+        {
+            problems.push(format!(
+                "{label}: gcr.email, gcr.tokenInfoURL and gcr.insecureAcceptAnyServiceAccount only apply with gcr.audience; set gcr.audience to the push subscription's audience"
+            ))
+        }
         None => {}
     }
     let url = gcr.token_info_url();
@@ -289,12 +299,30 @@ fn check_gcr(label: &str, source: Option<Source>, gcr: &gcr::PushAuth) -> Vec<St
         problems.push(format!(
             "{label}: gcr.tokenInfoURL {url:?} {why}; use an http(s) URL"
         ));
+    } else if url.starts_with("http://") && !is_loopback_url(url) {
+        problems.push(format!(
+            "{label}: gcr.tokenInfoURL {url:?} is plain http to another host, which would send push tokens in clear text; use https (plain http is for a loopback stand-in only)"
+        ));
     } else if gcr.audience.is_some() && needs_missing_tls(url) {
         problems.push(format!(
             "{label}: gcr.audience needs TLS to reach {url}, but this build has no TLS; use a build with the default `tls` feature"
         ));
     }
     problems
+}
+
+/// Whether an http(s) URL's host is a loopback address or `localhost`.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or("");
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

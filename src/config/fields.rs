@@ -15,7 +15,12 @@ const ENDPOINT: &[&str] = &[
     "requireSignature",
     "allowFrom",
 ];
-const GCR: &[&str] = &["audience", "email", "tokenInfoURL"];
+const GCR: &[&str] = &[
+    "audience",
+    "email",
+    "tokenInfoURL",
+    "insecureAcceptAnyServiceAccount",
+];
 const DOWNSTREAM: &[&str] = &[
     "name",
     "fluxd",
@@ -113,12 +118,13 @@ mod tests {
     /// with any other field does not.
     #[test]
     fn the_lists_are_the_structs_fields() {
-        let yaml = "fluxRecvVersion: 1\nnotify:\n- name: a\n  fluxReceiver: http://a/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: t\n  images: [x]\n  git: [y]\n  branches: [z]\n- name: b\n  fluxd: http://b/api/flux\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: k\n  registryHost: r.example.com\n  notify: [a]\n  notifyTimeout: 0.8\n  gcr:\n    audience: a\n    email: e@x\n    tokenInfoURL: http://t/\n";
+        let yaml = "fluxRecvVersion: 1\nnotify:\n- name: a\n  fluxReceiver: http://a/hook/81bae876b70513c9decc608eed549977a81afa1c2b6b4080aec256339e792e0f\n  keyPath: t\n  images: [x]\n  git: [y]\n  branches: [z]\n- name: b\n  fluxd: http://b/api/flux\nendpoints:\n- source: GoogleContainerRegistry\n  keyPath: k\n  registryHost: r.example.com\n  notify: [a]\n  notifyTimeout: 0.8\n  allowFrom: [10.0.0.0/8]\n  gcr:\n    audience: a\n    email: e@x\n    tokenInfoURL: http://127.0.0.1:9/\n    insecureAcceptAnyServiceAccount: false\n- source: BitbucketCloud\n  keyPath: k2\n  requireSignature: true\n";
         let value: Value = serde_yaml_ng::from_str(yaml).unwrap();
         assert!(unknown("c.yaml", &value).is_empty());
         let dir = std::env::temp_dir().join(format!("flux-recv-fields-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("k"), b"a-key-for-the-fields-test-0123").unwrap();
+        std::fs::write(dir.join("k2"), b"another-key-for-the-fields-test").unwrap();
         std::fs::write(dir.join("t"), b"a-token-for-the-fields-test-0123").unwrap();
         let parsed = super::super::parse(yaml.as_bytes(), &dir, "c.yaml");
         assert!(parsed.is_ok(), "{:?}", parsed.err());

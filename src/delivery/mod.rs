@@ -19,8 +19,9 @@ use crate::metrics::{self, Gauge};
 use crate::server::{
     self, Begin, Handler, Head, Listener, Refusal, Request, Response, Status, Work,
 };
+use crate::sources::gcr::bearer_token;
 use crate::sources::{Incoming, Outcome, Rejection, Source, TokenCheck};
-use crate::tokeninfo::Tokeninfo;
+use crate::tokeninfo::{Tokeninfo, Verdict};
 use crate::verdict::{Ending, OUTCOMES};
 
 mod fanout;
@@ -62,6 +63,9 @@ pub struct Delivery {
     table: RwLock<Arc<Table>>,
     redelivery: Arc<Redelivery>,
     calls: Arc<Calls>,
+    /// GCR's token checks: called from `begin` on the connection thread, and handed to the
+    /// source (which then finds the answer cached).
+    tokeninfo: Arc<Tokeninfo>,
     tokens: Arc<dyn TokenCheck>,
     options: Options,
     shape: Shape,
@@ -97,7 +101,8 @@ impl Delivery {
         let calls = Calls::start(shape.threads);
         let observer = Arc::new(observer::Recorder::default());
         let redelivery = Redelivery::new(limits, observer, Arc::clone(&calls), spool);
-        let tokens: Arc<dyn TokenCheck> = Arc::new(Tokeninfo);
+        let tokeninfo = Arc::new(Tokeninfo::default());
+        let tokens: Arc<dyn TokenCheck> = Arc::clone(&tokeninfo) as Arc<dyn TokenCheck>;
         for result in Sent::RESULTS {
             metrics::get().notify.declare(&[result]);
         }
@@ -111,6 +116,7 @@ impl Delivery {
             table: RwLock::new(Arc::clone(&table)),
             redelivery,
             calls,
+            tokeninfo,
             tokens,
             options,
             shape,
@@ -246,6 +252,25 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// GCR with `gcr.audience`: the push token is checked here, on the connection's thread and
+    /// before the body is read, so that no forged token holds a handler or waits for one.
+    fn check_token(&self, route: &routes::Route, head: &Head) -> Option<Ending> {
+        let auth = route.settings.gcr.as_ref()?;
+        let audience = auth.audience.as_deref()?;
+        let token = bearer_token(head.header("Authorization"))?;
+        let email = auth.email.as_deref();
+        match self
+            .tokeninfo
+            .verify(auth.token_info_url(), token, audience, email)
+        {
+            Verdict::Valid => None,
+            Verdict::Invalid(cause) => Some(Ending::Unauthorized(cause)),
+            Verdict::Busy => Some(Ending::Overloaded("every GCR token check slot is busy")),
+        }
+    }
+}
+
 impl Handler for Delivery {
     fn begin(&self, head: &Head, status: Status) -> Begin {
         if let Some(response) = self.service(head, status) {
@@ -266,6 +291,9 @@ impl Handler for Delivery {
         }
         if head.method != "POST" {
             return Begin::Answer(context.finish(Ending::MethodNotAllowed));
+        }
+        if let Some(refused) = self.check_token(&table.routes[route], head) {
+            return Begin::Answer(context.finish(refused));
         }
         Begin::Read(Box::new(Hook {
             table,

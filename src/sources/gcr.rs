@@ -38,6 +38,10 @@ pub struct PushAuth {
     /// Where tokens are checked (default Google's tokeninfo endpoint).
     #[serde(rename = "tokenInfoURL")]
     pub token_info_url: Option<String>,
+    /// Accept a token for the audience whatever its service account: the hole of
+    /// CVE-2026-40109, only on the operator's explicit word.
+    #[serde(rename = "insecureAcceptAnyServiceAccount")]
+    pub accept_any_service_account: Option<bool>,
 }
 
 impl PushAuth {
@@ -80,13 +84,7 @@ fn authenticate(incoming: &Incoming, settings: &Settings) -> Result<(), Rejectio
     let Some(audience) = auth.audience.as_deref() else {
         return Ok(());
     };
-    let token = incoming
-        .header("Authorization")
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
-        })
-        .filter(|t| !t.is_empty())
+    let token = bearer_token(incoming.header("Authorization"))
         .ok_or_else(|| unauthorized("Authorization: Bearer token missing"))?;
     let check = settings
         .token_check
@@ -100,6 +98,13 @@ fn authenticate(incoming: &Incoming, settings: &Settings) -> Result<(), Rejectio
             auth.email.as_deref(),
         )
         .map_err(unauthorized)
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(header: Option<&str>) -> Option<&str> {
+    let (scheme, token) = header?.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("Bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The Pub/Sub `message.messageId` of an envelope.
@@ -247,6 +252,7 @@ mod tests {
             audience: Some("aud".into()),
             email: Some("a@b".into()),
             token_info_url: None,
+            accept_any_service_account: None,
         });
         settings.token_check = Some(check.clone());
         let with = |auth: &str| incoming(&[("Authorization", auth)], INSERT_TAG);

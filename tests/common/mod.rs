@@ -812,3 +812,75 @@ pub fn runs(program: &str, args: &[&str]) -> bool {
         .output()
         .is_ok_and(|out| out.status.success())
 }
+
+/// The audience and service account of the GCR endpoints the tests configure.
+pub const GCR_AUDIENCE: &str = "https://flux-recv.acme.example/hook";
+pub const GCR_EMAIL: &str = "gcr-push@acme-prod.iam.gserviceaccount.com";
+
+/// An ID token shaped as Google's (unsigned: the tokeninfo stand-in decides), for `audience`,
+/// issued by `iss`, expiring `exp_in` seconds from now (negative: in the past); `sub` tells the
+/// stand-in how to answer.
+pub fn google_jwt(sub: &str, audience: &str, iss: &str, exp_in: i64) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = format!(
+        r#"{{"iss":"{iss}","aud":"{audience}","sub":"{sub}","exp":{}}}"#,
+        now + exp_in
+    );
+    format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(&claims),
+        b64("signature")
+    )
+}
+
+/// A good token for the tests' GCR endpoints; `sub` chooses the stand-in's answer.
+pub fn gcr_token(sub: &str) -> String {
+    google_jwt(sub, GCR_AUDIENCE, "https://accounts.google.com", 3600)
+}
+
+/// A tokeninfo stand-in: what Google would say of each kind of token, by its `sub` (`good`,
+/// `wrong-aud`, `wrong-email`, `unverified`, `not-google`, `slow` (3 s), `too-slow` (8 s), anything
+/// else invalid).
+pub fn tokeninfo_stand_in(request: &Recorded) -> Vec<u8> {
+    use base64::Engine as _;
+    let token = request.path.split_once("id_token=").map_or("", |(_, t)| t);
+    let sub = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
+        .and_then(|v| v["sub"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let info = |aud: &str, iss: &str, email: &str, verified: &str| {
+        json_reply(&format!(
+            r#"{{"iss":"{iss}","aud":"{aud}","email":"{email}","email_verified":"{verified}","exp":"4102444800","alg":"RS256"}}"#
+        ))
+    };
+    let google = "https://accounts.google.com";
+    match sub.as_str() {
+        "good" => info(GCR_AUDIENCE, google, GCR_EMAIL, "true"),
+        "wrong-aud" => info("https://elsewhere.example", google, GCR_EMAIL, "true"),
+        "wrong-email" => info(GCR_AUDIENCE, google, "someone@else.iam.gserviceaccount.com", "true"),
+        "unverified" => info(GCR_AUDIENCE, google, GCR_EMAIL, "false"),
+        "not-google" => info(GCR_AUDIENCE, "https://evil.example", GCR_EMAIL, "true"),
+        "slow" => {
+            std::thread::sleep(Duration::from_secs(3));
+            info(GCR_AUDIENCE, google, GCR_EMAIL, "true")
+        }
+        "too-slow" => {
+            std::thread::sleep(Duration::from_secs(8));
+            info(GCR_AUDIENCE, google, GCR_EMAIL, "true")
+        }
+        _ => b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 55\r\n\r\n{\"error\":\"invalid_token\",\"error_description\":\"Invalid\"}".to_vec(),
+    }
+}
