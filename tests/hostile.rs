@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -472,4 +473,115 @@ fn forged_gcr_tokens_cost_no_call_and_slow_checks_hold_no_handler() {
     let calls = tokeninfo.requests().len();
     assert_eq!(push(&slow_tokens[0]).status, 200);
     assert_eq!(tokeninfo.requests().len(), calls);
+}
+
+/// With `--redeliver-for 0`, a hanging downstream once held every handler for
+/// `--notify-timeout`, stalling endpoints that feed only healthy downstreams. Its share of calls
+/// now holds with redelivery on or off: past it, its deliveries fail at once (502).
+#[test]
+fn a_hanging_downstream_holds_only_its_share_with_redelivery_off() {
+    const HUNG_KEY: &[u8] = b"hostile-hung-key-0123456789abcdef";
+    let healthy = FakeFluxd::start(Behaviour::Real);
+    let hanging = FakeFluxd::start(Behaviour::Hang);
+    let head = format!(
+        "notify:\n- name: healthy\n  fluxd: {}\n- name: hanging\n  fluxd: {}\n",
+        healthy.api(),
+        hanging.api()
+    );
+    let endpoints = "- source: GitHub\n  keyPath: key\n  notify: [healthy]\n- source: GitHub\n  keyPath: hung.key\n  notify: [hanging]\n";
+    let cfg = config(&head, endpoints, &[("key", KEY), ("hung.key", HUNG_KEY)]);
+    let server = Proc::start(&[
+        "--config",
+        &cfg,
+        "--threads",
+        "4",
+        "--redeliver-for",
+        "0",
+        "--notify-timeout",
+        "3",
+    ]);
+    let push = |key: &'static [u8], branch: String| {
+        let addr = server.addr;
+        thread::spawn(move || {
+            let body = format!(
+                r#"{{"ref":"refs/heads/{branch}","repository":{{"ssh_url":"git@github.com:acme/app.git"}}}}"#
+            );
+            let signature = format!("sha256={}", hmac_hex("sha256", key, body.as_bytes()));
+            let started = Instant::now();
+            let reply = post(
+                addr,
+                &route_of(key, ""),
+                &[
+                    ("X-GitHub-Event", "push"),
+                    ("Content-Type", "application/json"),
+                    ("X-Hub-Signature-256", &signature),
+                ],
+                body.as_bytes(),
+            );
+            (reply.status, started.elapsed())
+        })
+    };
+    // Eight pushes for the hanging downstream at once: two (its share of 4 threads) wait on it,
+    // the others fail at once.
+    let hung: Vec<_> = (0..8).map(|i| push(HUNG_KEY, format!("h{i}"))).collect();
+    hanging.wait_for_requests(2);
+    let healthy_pushes: Vec<_> = (0..4).map(|i| push(KEY, format!("ok{i}"))).collect();
+    for pushed in healthy_pushes {
+        let (status, took) = pushed.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            took < Duration::from_secs(1),
+            "a healthy push waited {took:?}"
+        );
+    }
+    let hung: Vec<(u16, Duration)> = hung.into_iter().map(|h| h.join().unwrap()).collect();
+    let timed_out = hung.iter().filter(|(s, _)| *s == 504).count();
+    let refused = hung
+        .iter()
+        .filter(|(s, d)| *s == 502 && *d < Duration::from_secs(1));
+    assert_eq!(timed_out, 2, "{hung:?}");
+    assert_eq!(refused.count(), 6, "{hung:?}");
+    assert_eq!(hanging.requests().len(), 2);
+}
+
+/// A leaked URL-only route replayed (or a signed delivery replayed) once drove a reconcile per
+/// change without limit. Calls to a downstream are held to `--notify-rate`; what exceeds it
+/// waits coalesced in the queue (202) and drains at the rate.
+#[test]
+fn replayed_deliveries_drive_calls_at_most_at_the_rate() {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let cfg = config(
+        &format!("api: {}\n", fluxd.api()),
+        "- source: BitbucketCloud\n  keyPath: key\n",
+        &[("key", KEY)],
+    );
+    let server = Proc::start(&["--config", &cfg, "--notify-rate", "20"]);
+    let started = Instant::now();
+    let mut statuses = BTreeSet::new();
+    // 30 deliveries of 100 changes each: 3,000 changes, of which 200 distinct.
+    for i in 0..30 {
+        let body = bitbucket_push(
+            "acme/app",
+            (0..100).map(|b| format!("b{}", (i * 100 + b) % 200)),
+        );
+        statuses.insert(bitbucket_post(&server, &body).status);
+    }
+    let sent_in = started.elapsed();
+    let calls_then = fluxd.requests().len();
+    let bound = 20 + (20.0 * sent_in.as_secs_f64()).ceil() as usize;
+    assert!(calls_then <= bound, "{calls_then} calls in {sent_in:?}");
+    assert!(statuses.contains(&202), "{statuses:?}");
+    assert!(!statuses.iter().any(|s| *s >= 400), "{statuses:?}");
+    // The excess drains at the rate; every distinct change arrives, none twice while waiting.
+    wait_until("the 200 distinct changes", Duration::from_secs(30), || {
+        let got: BTreeSet<String> = fluxd.bodies().into_iter().collect();
+        got.len() == 200
+    });
+    let took = started.elapsed();
+    let calls = fluxd.requests().len();
+    assert!(
+        calls <= 20 + (20.0 * took.as_secs_f64()).ceil() as usize,
+        "{calls} in {took:?}"
+    );
+    assert!(calls < 400, "{calls} calls for 200 changes");
 }
