@@ -647,10 +647,15 @@ fn the_flux_v2_workload_is_restricted_and_agrees_with_its_secret_service_and_ing
     // The README's memory worst case for these flags fits under the memory limit.
     let number = |flag: &str| value(flag).parse::<u64>().unwrap();
     let (threads, body) = (number("--threads"), number("--max-body-bytes"));
+    let queue = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--redeliver-max-bytes="))
+        .map_or(8 << 20, |n| n.parse::<u64>().unwrap());
     let worst = (3 << 20)
         + number("--max-connections") * (208 << 10)
         + (threads + 1) * body
-        + threads * body;
+        + threads * body
+        + queue;
     let limit = string(recv, &["resources", "limits", "memory"]);
     let limit: u64 = limit.strip_suffix("Mi").unwrap().parse::<u64>().unwrap() << 20;
     assert!(worst <= limit, "worst case {worst} over the limit {limit}");

@@ -292,43 +292,50 @@ impl Spool {
     }
 }
 
-/// A spool file: `{"records":[{"downstream":…,"queued_ms":…,"change":{…}}]}`.
+/// A spool file: `{"records":[{"downstream":…,"queued_ms":…,"url":…,"branch":…}]}`, an image
+/// change with `domain` and `image` instead (flat, so that it costs no tagged-enum code).
 #[derive(Serialize, Deserialize)]
 struct FileBody {
     records: Vec<Stored>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
 struct Stored {
     downstream: String,
     queued_ms: u64,
-    change: StoredChange,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum StoredChange {
-    Git { url: String, branch: String },
-    Image { domain: String, image: String },
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    branch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
 }
 
 fn encode(records: &[Record]) -> Vec<u8> {
     let body = FileBody {
         records: records
             .iter()
-            .map(|r| Stored {
-                downstream: r.downstream.clone(),
-                queued_ms: r.queued_ms,
-                change: match &r.change {
-                    Change::Git { url, branch } => StoredChange::Git {
-                        url: url.clone(),
-                        branch: branch.clone(),
+            .map(|r| {
+                let stored = Stored {
+                    downstream: r.downstream.clone(),
+                    queued_ms: r.queued_ms,
+                    ..Stored::default()
+                };
+                match &r.change {
+                    Change::Git { url, branch } => Stored {
+                        url: Some(url.clone()),
+                        branch: Some(branch.clone()),
+                        ..stored
                     },
-                    Change::Image(name) => StoredChange::Image {
-                        domain: name.domain.clone(),
-                        image: name.image.clone(),
+                    Change::Image(name) => Stored {
+                        domain: Some(name.domain.clone()),
+                        image: Some(name.image.clone()),
+                        ..stored
                     },
-                },
+                }
             })
             .collect(),
     };
@@ -352,15 +359,21 @@ fn read(path: &Path) -> Result<(Vec<Record>, u64), String> {
     let records = body
         .records
         .into_iter()
-        .map(|s| Record {
-            downstream: s.downstream,
-            queued_ms: s.queued_ms,
-            change: match s.change {
-                StoredChange::Git { url, branch } => Change::Git { url, branch },
-                StoredChange::Image { domain, image } => Change::Image(ImageName { domain, image }),
-            },
+        .map(|s| {
+            let change = match (s.url, s.branch, s.domain, s.image) {
+                (Some(url), Some(branch), None, None) => Change::Git { url, branch },
+                (None, None, Some(domain), Some(image)) => {
+                    Change::Image(ImageName { domain, image })
+                }
+                _ => return Err("a record is neither a git nor an image change".to_owned()),
+            };
+            Ok(Record {
+                downstream: s.downstream,
+                queued_ms: s.queued_ms,
+                change,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, String>>()?;
     Ok((records, bytes.len() as u64))
 }
 
