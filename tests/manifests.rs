@@ -465,7 +465,7 @@ fn the_systemd_example_is_whole_for_its_one_endpoint_config() {
 fn the_registry_mirror_example_is_whole() {
     for path in [
         "registry-mirror/kustomization.yaml",
-        "registry-mirror/deployment.yaml",
+        "registry-mirror/statefulset.yaml",
         "registry-mirror/service.yaml",
         "registry-mirror/fluxrecv.yaml",
         "registry-mirror/senders/distribution-config.yml",
@@ -518,8 +518,10 @@ fn the_registry_mirror_example_is_whole() {
         .collect();
     assert_eq!(sources, ["Distribution", "Zot"]);
     assert_eq!(loaded.config.downstreams.len(), 2);
-    // The Deployment mounts the Secret where --config points, and the Service selects its pods.
-    let deployment = yaml("registry-mirror/deployment.yaml");
+    // The StatefulSet mounts the Secret where --config points and its volume where --spool
+    // does, and the Service selects its pods.
+    let deployment = yaml("registry-mirror/statefulset.yaml");
+    let claim = &s(&deployment, &["spec", "volumeClaimTemplates"])[0];
     let pod = s(&deployment, &["spec", "template"]);
     let recv = &s(pod, &["spec", "containers"])[0];
     assert_eq!(
@@ -541,6 +543,14 @@ fn the_registry_mirror_example_is_whole() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
+    let spool_mount = s(recv, &["volumeMounts"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == s(claim, &["metadata", "name"]).clone())
+        .map(|m| string(m, &["mountPath"]))
+        .expect("the spool's volume is mounted");
+    assert!(args.contains(&format!("--spool={spool_mount}").as_str()), "{args:?}");
     assert!(
         args.iter().any(|a| a.starts_with("--listen-metrics=")),
         "{args:?}"
@@ -670,6 +680,15 @@ fn the_flux_v2_workload_is_restricted_and_agrees_with_its_secret_service_and_ing
     for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready")] {
         assert_eq!(string(recv, &[probe, "httpGet", "path"]), path);
         assert_eq!(string(recv, &[probe, "httpGet", "port"]), port_name);
+    }
+    // The PodDisruptionBudget selects the same pods.
+    let budget = yaml("flux-v2/poddisruptionbudget.yaml");
+    for (key, value) in s(&budget, &["spec", "selector", "matchLabels"]).as_mapping().unwrap() {
+        assert_eq!(
+            s(&set, &["spec", "template", "metadata", "labels"]).get(key),
+            Some(value),
+            "PodDisruptionBudget selector {key:?}"
+        );
     }
     let service = yaml("flux-v2/service.yaml");
     let svc_port = &s(&service, &["spec", "ports"])[0];
