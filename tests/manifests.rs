@@ -550,7 +550,10 @@ fn the_registry_mirror_example_is_whole() {
         .find(|m| m["name"] == s(claim, &["metadata", "name"]).clone())
         .map(|m| string(m, &["mountPath"]))
         .expect("the spool's volume is mounted");
-    assert!(args.contains(&format!("--spool={spool_mount}").as_str()), "{args:?}");
+    assert!(
+        args.contains(&format!("--spool={spool_mount}").as_str()),
+        "{args:?}"
+    );
     assert!(
         args.iter().any(|a| a.starts_with("--listen-metrics=")),
         "{args:?}"
@@ -683,7 +686,10 @@ fn the_flux_v2_workload_is_restricted_and_agrees_with_its_secret_service_and_ing
     }
     // The PodDisruptionBudget selects the same pods.
     let budget = yaml("flux-v2/poddisruptionbudget.yaml");
-    for (key, value) in s(&budget, &["spec", "selector", "matchLabels"]).as_mapping().unwrap() {
+    for (key, value) in s(&budget, &["spec", "selector", "matchLabels"])
+        .as_mapping()
+        .unwrap()
+    {
         assert_eq!(
             s(&set, &["spec", "template", "metadata", "labels"]).get(key),
             Some(value),

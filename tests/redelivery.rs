@@ -461,3 +461,45 @@ fn two_replicas_behind_a_proxy_lose_nothing_when_one_is_killed() {
     let _ = proxy.kill();
     let _ = proxy.wait();
 }
+
+/// How fast changes are accepted (202) during an outage, with and without the spool (each is
+/// fsynced before its 202; concurrent writers share the directory's fsync):
+/// `FLUX_RECV_BIN=… cargo test --release --test redelivery spool_202_rate -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn spool_202_rate() {
+    for spooled in [false, true] {
+        let spool = temp_dir("spool-rate");
+        let config = github_config(&dead_api());
+        let spool_flag = spool.display().to_string();
+        let mut args = vec![
+            "--config",
+            &config,
+            "--redeliver-max",
+            "1000000",
+            "--redeliver-max-bytes",
+            "1073741824",
+        ];
+        if spooled {
+            args.extend(["--spool", &spool_flag]);
+        }
+        let server = Proc::start(&args);
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = load(server.addr, 4, (1_000, 2_000), started, &stop);
+        thread::sleep(Duration::from_secs(5));
+        stop.store(true, Ordering::SeqCst);
+        let sent: Vec<Sent> = clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        let accepted = sent.iter().filter(|(_, _, s)| *s == 202).count();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "spool {}: {accepted} changes answered 202 in {secs:.1} s by 4 clients: {:.0} a second",
+            if spooled { "on" } else { "off" },
+            accepted as f64 / secs
+        );
+        assert_eq!(accepted, sent.len());
+    }
+}
