@@ -79,6 +79,12 @@ fn run(serve: Serve) -> ExitCode {
     };
     reload::announce(&config);
     log_listening(&bound, config.downstreams.len(), o);
+    if o.delivery.dry_run {
+        log::warn(
+            "dry run: deliveries are verified and parsed, and each downstream's body is logged, but nothing is sent to any downstream; do not run this in production",
+            &[],
+        );
+    }
     let running = bound.spawn();
     let stop = reload::serve_until_stopped(
         &running,
@@ -131,6 +137,7 @@ fn log_listening(bound: &app::Bound, downstreams: usize, o: &app::Options) {
                 "redeliver_for_s",
                 o.delivery.redeliver_for.as_secs_f64().into(),
             ),
+            ("dry_run", log::text(o.delivery.dry_run)),
         ],
     );
 }

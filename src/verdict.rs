@@ -16,6 +16,8 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 pub enum Ending {
     /// Every downstream that wanted the changes took them.
     Notified { changes: usize },
+    /// `--dry-run`: what each downstream would have got is logged; nothing was sent.
+    DryRun { changes: usize },
     /// Some downstream failed transiently; what it did not take is queued for redelivery.
     Queued { changes: usize, cause: Cause },
     /// A ping or test delivery.
@@ -70,8 +72,9 @@ pub struct Verdict {
 }
 
 /// Every outcome word, for declaring the metrics' series and for the README's table.
-pub const OUTCOMES: [&str; 19] = [
+pub const OUTCOMES: [&str; 20] = [
     "notified",
+    "dry_run",
     "queued",
     "pong",
     "ignored",
@@ -96,6 +99,7 @@ pub const OUTCOMES: [&str; 19] = [
 pub fn verdict(ending: &Ending) -> Verdict {
     let (status, text, outcome): (u16, &'static str, &'static str) = match ending {
         Ending::Notified { .. } => (200, "OK", "notified"),
+        Ending::DryRun { .. } => (200, "OK (dry run: nothing was sent)", "dry_run"),
         Ending::Queued { .. } => (202, "Accepted: queued for redelivery", "queued"),
         Ending::Pong => (200, "Pong", "pong"),
         Ending::Ignored(reason) => {
@@ -117,17 +121,23 @@ pub fn verdict(ending: &Ending) -> Verdict {
         Ending::HeadTooLarge => (431, "Request header fields too large", "head_too_large"),
         Ending::Timeout => (408, "Request timeout", "timeout"),
         Ending::Overloaded(_) => (503, "Server busy, try again", "overloaded"),
-        Ending::Refused { .. } => (502, "fluxd did not accept the notification", "refused"),
+        Ending::Refused { .. } => (
+            502,
+            "A downstream did not accept the notification",
+            "refused",
+        ),
         Ending::QueueFull { .. } => (
             502,
-            "fluxd did not accept the notification; redelivery queue full",
+            "A downstream did not take the notification; redelivery queue full",
             "queue_full",
         ),
         Ending::Throttled { .. } => (503, "Server busy, try again", "throttled"),
-        Ending::Failed { .. } => (502, "fluxd did not accept the notification", "failed"),
-        Ending::DownstreamTimeout { .. } => {
-            (504, "Timed out waiting for fluxd", "downstream_timeout")
-        }
+        Ending::Failed { .. } => (502, "A downstream did not take the notification", "failed"),
+        Ending::DownstreamTimeout { .. } => (
+            504,
+            "Timed out waiting for a downstream",
+            "downstream_timeout",
+        ),
         Ending::Panic => (500, "Internal server error", "panic"),
     };
     plain(status, text, outcome)
@@ -153,6 +163,7 @@ impl Ending {
     pub fn changes(&self) -> usize {
         match self {
             Ending::Notified { changes }
+            | Ending::DryRun { changes }
             | Ending::Queued { changes, .. }
             | Ending::Refused { changes, .. }
             | Ending::QueueFull { changes, .. }
@@ -186,6 +197,7 @@ impl std::fmt::Display for Ending {
             | Ending::HeadTooLarge
             | Ending::Timeout => f.write_str(&verdict(self).text),
             Ending::Notified { .. } | Ending::Pong => Ok(()),
+            Ending::DryRun { .. } => f.write_str("dry run: nothing was sent"),
             Ending::Panic => f.write_str("handler panicked"),
         }
     }
@@ -219,6 +231,7 @@ mod tests {
         let n = 1;
         let cases: Vec<(Ending, u16)> = vec![
             (Ending::Notified { changes: n }, 200),
+            (Ending::DryRun { changes: n }, 200),
             (
                 Ending::Queued {
                     changes: n,

@@ -40,7 +40,7 @@ fn the_flags_table_is_the_flag_table() {
     let flags: Vec<String> = FLAGS
         .iter()
         .filter(|f| !SUBCOMMAND_FLAGS.contains(&f.name))
-        .map(|f| format!("`{} {}`", f.name, f.placeholder))
+        .map(|f| format!("`{}`", format!("{} {}", f.name, f.placeholder).trim_end()))
         .collect();
     let mut rows_sorted = rows.clone();
     rows_sorted.sort();

@@ -190,9 +190,49 @@ fn a_receiver_that_refuses_the_signature_is_502_and_not_retried() {
     assert_eq!(reply.status, 502, "{reply:?}");
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(v2.requests().len(), 1, "a permanent refusal is not retried");
-    assert!(server
-        .stderr_with("outcome=refused")
-        .contains("rejected it with status 400"));
+    let log = server.stderr_with("outcome=refused");
+    assert!(log.contains("rejected it with status 400"), "{log}");
+    // The log says what a Receiver's 400 usually means; the reply names no downstream kind.
+    assert!(
+        log.contains("compare the downstream's keyPath file with the Receiver's Secret"),
+        "{log}"
+    );
+    assert_eq!(reply.body, "A downstream did not accept the notification");
+}
+
+/// The sender's delivery id goes on to the downstream as `X-Request-Id`, on the direct call and
+/// on a redelivery, so that both sides' logs can be matched.
+#[test]
+fn the_delivery_id_goes_on_to_the_downstream() {
+    let fluxd_addr = free_addr();
+    let config = gitlab_config(&format!("http://{fluxd_addr}/api/flux"));
+    let server = Proc::start(&["--config", &config]);
+    let sample = Source::GitLab.sample(GL_KEY, gitlab_body("queued").as_bytes());
+    let mut headers: Vec<(&str, &str)> = sample
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("X-Gitlab-Event-UUID"))
+        .collect();
+    headers.push(("X-Gitlab-Event-UUID", "redelivered-id\t1"));
+    let queued = post(server.addr, &route_of(GL_KEY, ""), &headers, &sample.body);
+    assert_eq!(queued.status, 202);
+    assert_eq!(queued.header("X-Request-Id"), Some("redelivered-id1"));
+    let fluxd = FakeFluxd::start_on(fluxd_addr, Behaviour::Real);
+    fluxd.wait_for_requests(1);
+    assert_eq!(
+        fluxd.requests()[0].header("X-Request-Id"),
+        Some("redelivered-id1")
+    );
+    fluxd.clear();
+    // Now up: a direct call, with a generated id when the sender gave none.
+    let reply = push(&server, Source::GitLab, GL_KEY, &gitlab_body("direct"));
+    assert_eq!(reply.status, 200);
+    let sent = fluxd.requests()[0]
+        .header("X-Request-Id")
+        .map(str::to_owned);
+    assert!(sent.is_some());
+    assert_eq!(sent.as_deref(), reply.header("X-Request-Id"));
 }
 
 #[test]

@@ -125,6 +125,13 @@ fn metrics_parse_and_move_after_deliveries() {
         prometheus_parse(&reply.body)
     };
     let before = scrape();
+    // Series for the config's one source and `none`, not for every source flux-recv knows.
+    let sources: std::collections::BTreeSet<&str> = before
+        .iter()
+        .filter(|s| s.starts_with("flux_recv_requests_total{"))
+        .filter_map(|s| s.split("source=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(sources.into_iter().collect::<Vec<_>>(), ["GitLab", "none"]);
     let notified = r#"flux_recv_requests_total{outcome="notified",source="GitLab"}"#;
     let unauthorized = r#"flux_recv_requests_total{outcome="unauthorized",source="GitLab"}"#;
     let not_found = r#"flux_recv_requests_total{outcome="not_found",source="none"}"#;
@@ -657,4 +664,34 @@ fn a_request_in_flight_finishes_on_the_table_it_started_with() {
     // ...while the one in flight finishes against the old one.
     assert_eq!(in_flight.join().unwrap(), 200);
     assert_eq!(old_fluxd.requests().len(), 1);
+}
+
+/// `--dry-run`: a push is verified and parsed, each downstream's body is logged, the reply says
+/// dry run, and nothing reaches fluxd; start-up warns.
+#[test]
+fn a_dry_run_logs_what_each_downstream_would_get_and_sends_nothing() {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let config = config_file(&[Ep::new("GitLab", KEY)], &fluxd.api());
+    let server = Proc::start(&["--config", &config.display().to_string(), "--dry-run"]);
+    let reply = push(server.addr, KEY, &[]);
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "OK (dry run: nothing was sent)")
+    );
+    let log = server.stderr_with("would notify");
+    assert!(
+        log.contains("msg=\"dry run: deliveries are verified and parsed"),
+        "{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("msg=\"dry run: would notify\""))
+        .expect("a dry-run line");
+    assert!(line.contains("downstream=fluxd"), "{line}");
+    assert!(line.contains(r#"{\"Kind\":\"git\""#), "{line}");
+    assert!(log.contains("outcome=dry_run"), "{log}");
+    // A wrong token is refused as it would be.
+    assert_eq!(push(server.addr, b"wrong", &[]).status, 404);
+    thread::sleep(Duration::from_millis(200));
+    assert!(fluxd.requests().is_empty());
 }

@@ -12,6 +12,8 @@ pub enum Value {
     Seconds { zero_ok: bool, max: u64 },
     /// One of these words.
     Word(&'static [&'static str]),
+    /// No value: present or not (in the environment: `1`, `true`, `yes` or `on`).
+    Switch,
 }
 
 /// One flag.
@@ -76,6 +78,7 @@ pub const FLAGS: &[Flag] = &[
     flag("--redeliver-max-bytes", "N", Some("8388608"), Value::Count { min: 4096, max: 1 << 32 }, "bytes of changes waiting for redelivery at once (8 MiB); past it 502"),
     flag("--notify-rate", "N", Some("100"), Value::Count { min: 0, max: 1_000_000 }, "calls a second per downstream; more wait coalesced in the queue (0: no limit)"),
     flag("--spool", "DIR", None, Value::Text, "keep queued changes in DIR, so that a 202 survives a restart or a kill"),
+    flag("--dry-run", "", None, Value::Switch, "verify and parse deliveries and log what each downstream would get, but send nothing (for trying flux-recv out)"),
     flag("--shutdown-grace", "SECS", Some("10"), SECONDS, "on SIGTERM/SIGINT, time for requests in progress and a last redelivery try"),
     flag("--watch-interval", "SECS", Some("3"), SECONDS, "how often the config and key files are checked for changes"),
     flag("--log-format", "FORMAT", Some("logfmt"), Value::Word(&["logfmt", "json"]), "logfmt or json"),

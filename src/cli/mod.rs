@@ -68,7 +68,9 @@ a flag wins over the environment):
         env!("CARGO_PKG_VERSION")
     );
     for flag in FLAGS {
-        let left = format!("{} {}", flag.name, flag.placeholder);
+        let left = format!("{} {}", flag.name, flag.placeholder)
+            .trim_end()
+            .to_owned();
         let default = flag
             .default
             .map(|d| format!(" [default: {d}]"))
@@ -173,6 +175,21 @@ impl Reader<'_> {
             }
             _ => Err(format!(
                 "{origin} {text:?}: expected seconds, {least} and at most {max} (e.g. 10 or 0.5)"
+            )),
+        }
+    }
+
+    /// A switch: given on the command line, or set in the environment.
+    fn switch(&mut self, name: &'static str) -> Result<bool, String> {
+        if self.args.contains(name) {
+            return Ok(true);
+        }
+        let env = Reader::flag(name).env_name();
+        match (self.env)(&env).as_deref().map(str::trim) {
+            None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some(other) => Err(format!(
+                "{env} ({name}) {other:?}: expected 1, true, yes or on (or 0, false, no, off)"
             )),
         }
     }
@@ -301,6 +318,7 @@ fn serve(r: &mut Reader) -> Result<Serve, String> {
                 redeliver_max_bytes: r.count("--redeliver-max-bytes")? as usize,
                 notify_rate: r.count("--notify-rate")? as f64,
                 spool: r.text("--spool")?.map(PathBuf::from),
+                dry_run: r.switch("--dry-run")?,
             },
         },
         shutdown_grace: r.seconds("--shutdown-grace")?,
@@ -396,6 +414,23 @@ mod tests {
             assert!(err.starts_with("--listen"), "{bad}: {err}");
         }
         assert!(parse_with(&["--listen-metrics", "9102"], &[]).is_err());
+    }
+
+    #[test]
+    fn a_switch_is_present_or_set_in_the_environment() {
+        let dry = |args: &[&str], env: &[(&str, &str)]| match parse_with(args, env) {
+            Ok(Command::Serve(serve)) => Ok(serve.options.delivery.dry_run),
+            Ok(_) => Err("not serve".to_owned()),
+            Err(e) => Err(e),
+        };
+        assert_eq!(dry(&[], &[]), Ok(false));
+        assert_eq!(dry(&["--dry-run"], &[]), Ok(true));
+        assert_eq!(dry(&[], &[("FLUX_RECV_DRY_RUN", "true")]), Ok(true));
+        assert_eq!(dry(&[], &[("FLUX_RECV_DRY_RUN", "0")]), Ok(false));
+        assert!(dry(&[], &[("FLUX_RECV_DRY_RUN", "maybe")])
+            .unwrap_err()
+            .contains("FLUX_RECV_DRY_RUN"));
+        assert!(help().contains("  --dry-run  "));
     }
 
     #[test]

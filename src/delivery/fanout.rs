@@ -44,12 +44,13 @@ struct Failure {
 
 #[derive(Debug)]
 enum What {
-    /// A call that failed.
+    /// A call that failed, and what that usually means for this kind of downstream.
     Call {
         index: usize,
         of: usize,
         change: Change,
         sent: Sent,
+        hint: Option<&'static str>,
     },
     /// Not called: see [`Wait`].
     Waiting(Wait),
@@ -60,16 +61,13 @@ enum What {
 /// At most this many downstreams' failures are spelt out in a request's log line.
 const FAILURES_SHOWN: usize = 5;
 
-/// Tells every downstream of `route` that wants some of `changes`, by `deadline`.
-pub(super) fn notify(
-    table: &Table,
+/// The downstreams of `route` that want some of `changes`, with those they want.
+fn plan<'t, 'c>(
+    table: &'t Table,
     route: &Route,
-    changes: &[Change],
-    deadline: Instant,
-    redelivery: &Arc<Redelivery>,
-    calls: &Calls,
-) -> Ending {
-    let plan: Vec<(&Target, Vec<&Change>)> = route
+    changes: &'c [Change],
+) -> Vec<(&'t Target, Vec<&'c Change>)> {
+    route
         .targets
         .iter()
         .map(|&i| &table.targets[i])
@@ -81,17 +79,72 @@ pub(super) fn notify(
             (target, wanted)
         })
         .filter(|(_, wanted): &(_, Vec<_>)| !wanted.is_empty())
-        .collect();
+        .collect()
+}
+
+fn nobody_wants(changes: &[Change]) -> Ending {
+    Ending::Ignored(match changes.len() {
+        1 => "no downstream wants this change".into(),
+        n => format!("no downstream wants these {n} changes"),
+    })
+}
+
+/// `--dry-run`: one line per downstream that wants some of `changes`, with the exact bodies it
+/// would get (the first few), and nothing sent.
+pub(super) fn dry_run(
+    table: &Table,
+    route: &Route,
+    changes: &[Change],
+    request_id: &str,
+) -> Ending {
+    let plan = plan(table, route, changes);
+    if plan.is_empty() {
+        return nobody_wants(changes);
+    }
+    for (target, wanted) in &plan {
+        let bodies: Vec<String> = wanted
+            .iter()
+            .take(FAILURES_SHOWN)
+            .map(|c| String::from_utf8_lossy(&c.to_json()).into_owned())
+            .collect();
+        let mut body = bodies.join(" ");
+        if wanted.len() > bodies.len() {
+            body.push_str(&format!(" … ({} in all)", wanted.len()));
+        }
+        log::info(
+            "dry run: would notify",
+            &[
+                ("downstream", target.downstream.name.as_str().into()),
+                ("to", target.downstream.kind.describe().into()),
+                ("changes", wanted.len().into()),
+                ("body", body.into()),
+                ("request_id", request_id.into()),
+            ],
+        );
+    }
+    Ending::DryRun {
+        changes: changes.len(),
+    }
+}
+
+/// Tells every downstream of `route` that wants some of `changes`, by `deadline`.
+pub(super) fn notify(
+    table: &Table,
+    route: &Route,
+    changes: &[Change],
+    deadline: Instant,
+    request_id: &str,
+    redelivery: &Arc<Redelivery>,
+    calls: &Calls,
+) -> Ending {
+    let plan = plan(table, route, changes);
     let Some(((first, first_wanted), rest)) = plan.split_first() else {
-        return Ending::Ignored(match changes.len() {
-            1 => "no downstream wants this change".into(),
-            n => format!("no downstream wants these {n} changes"),
-        });
+        return nobody_wants(changes);
     };
     let board = Arc::new(Board::new(rest.len()));
     let mut here = Vec::new();
     for (target, wanted) in rest {
-        let job = part_job(target, wanted, deadline, redelivery, &board);
+        let job = part_job(target, wanted, deadline, request_id, redelivery, &board);
         if let Err(job) = calls.submit(Priority::Delivery, job) {
             here.push(job);
         }
@@ -101,6 +154,7 @@ pub(super) fn notify(
         &first.downstream,
         first_wanted,
         deadline,
+        request_id,
         redelivery,
     )
     .into_iter()
@@ -149,16 +203,25 @@ fn part_job(
     target: &Target,
     wanted: &[&Change],
     deadline: Instant,
+    request_id: &str,
     redelivery: &Arc<Redelivery>,
     board: &Arc<Board>,
 ) -> Box<dyn FnOnce() + Send> {
     let (lane, downstream) = (Arc::clone(&target.lane), Arc::clone(&target.downstream));
     let owned: Vec<Change> = wanted.iter().map(|c| (*c).clone()).collect();
+    let request_id = request_id.to_owned();
     let (redelivery, board) = (Arc::clone(redelivery), Arc::clone(board));
     Box::new(move || {
         let wanted: Vec<&Change> = owned.iter().collect();
         let told = catch_unwind(AssertUnwindSafe(|| {
-            notify_one(&lane, &downstream, &wanted, deadline, &redelivery)
+            notify_one(
+                &lane,
+                &downstream,
+                &wanted,
+                deadline,
+                &request_id,
+                &redelivery,
+            )
         }))
         .unwrap_or_else(|_| {
             Some(Failure {
@@ -177,6 +240,7 @@ fn notify_one(
     downstream: &Downstream,
     wanted: &[&Change],
     deadline: Instant,
+    request_id: &str,
     redelivery: &Redelivery,
 ) -> Option<Failure> {
     let failure = |severity, what| Failure {
@@ -186,7 +250,10 @@ fn notify_one(
     };
     let slot = match redelivery.admit(lane, wanted.len()) {
         Admit::Call(slot) => slot,
-        Admit::Queue(wait) => return Some(queue(redelivery, lane, wanted, What::Waiting(wait))),
+        Admit::Queue(wait) => {
+            let what = What::Waiting(wait);
+            return Some(queue(redelivery, lane, wanted, request_id, what));
+        }
         Admit::Refuse(wait) => {
             let severity = match wait {
                 Wait::Throttled => Severity::Throttled,
@@ -202,7 +269,7 @@ fn notify_one(
     };
     for (index, change) in wanted.iter().enumerate() {
         let started = Instant::now();
-        let sent = downstream.send(change, deadline, on_refused);
+        let sent = downstream.send(change, deadline, on_refused, Some(request_id));
         metrics::get().notified(&lane.name, sent.result_word(), started.elapsed());
         let class = sent.class();
         if class == Class::Delivered {
@@ -213,13 +280,14 @@ fn notify_one(
             index,
             of: wanted.len(),
             change: (*change).clone(),
+            hint: downstream.kind.explain(&sent),
             sent,
         };
         return Some(match class {
             Class::Transient if redelivery.enabled() => {
                 redelivery.failed(lane);
                 drop(slot);
-                queue(redelivery, lane, &wanted[index..], what)
+                queue(redelivery, lane, &wanted[index..], request_id, what)
             }
             Class::Transient if timed_out => failure(Severity::TimedOut, what),
             Class::Transient => failure(Severity::Failed, what),
@@ -234,8 +302,14 @@ fn notify_one(
 }
 
 /// Queues what a downstream did not take.
-fn queue(redelivery: &Redelivery, lane: &Lane, changes: &[&Change], what: What) -> Failure {
-    let severity = match redelivery.queue(lane, changes) {
+fn queue(
+    redelivery: &Redelivery,
+    lane: &Lane,
+    changes: &[&Change],
+    request_id: &str,
+    what: What,
+) -> Failure {
+    let severity = match redelivery.queue(lane, changes, Some(request_id)) {
         Ok(()) => Severity::Queued,
         // The queue reported each change dropped.
         Err(_) => Severity::QueueFull,
@@ -320,7 +394,13 @@ impl std::fmt::Display for Failure {
                 of,
                 change,
                 sent,
-            } => write!(f, "change {}/{of} ({change}): {sent}", index + 1)?,
+                hint,
+            } => {
+                write!(f, "change {}/{of} ({change}): {sent}", index + 1)?;
+                if let Some(hint) = hint {
+                    write!(f, " ({hint})")?;
+                }
+            }
             What::Waiting(Wait::Down { pending }) => write!(
                 f,
                 "down since a call failed; queued behind {pending} change(s) waiting for redelivery"

@@ -20,7 +20,7 @@ use crate::server::{
     self, Begin, Handler, Head, Listener, Refusal, Request, Response, Status, Work,
 };
 use crate::sources::gcr::bearer_token;
-use crate::sources::{Incoming, Outcome, Rejection, Source, TokenCheck};
+use crate::sources::{Incoming, Outcome, Rejection, TokenCheck};
 use crate::tokeninfo::{Tokeninfo, Verdict};
 use crate::verdict::{Ending, OUTCOMES};
 
@@ -47,6 +47,8 @@ pub struct Options {
     pub notify_rate: f64,
     /// Where queued changes are kept on disk, so that a 202 survives the process.
     pub spool: Option<PathBuf>,
+    /// Verify and parse, log what each downstream would get, send nothing.
+    pub dry_run: bool,
 }
 
 /// What the delivery layer reads of the transport's flags.
@@ -106,11 +108,6 @@ impl Delivery {
         for result in Sent::RESULTS {
             metrics::get().notify.declare(&[result]);
         }
-        for source in Source::ALL.iter().map(|s| s.name()).chain(["none"]) {
-            for outcome in OUTCOMES {
-                metrics::get().requests.declare(&[source, outcome]);
-            }
-        }
         let table = Arc::new(Table::new(config, shape.threads, &tokens, &redelivery));
         let delivery = Delivery {
             table: RwLock::new(Arc::clone(&table)),
@@ -154,6 +151,14 @@ impl Delivery {
     fn serve(&self, table: Arc<Table>) {
         for name in table.names() {
             observer::declare(name);
+        }
+        // Request series for the sources the config has (and `none`, for requests that match no
+        // route), not for every source flux-recv knows: a config with two sources scrapes two.
+        let sources = table.routes.iter().map(|r| r.endpoint.source.name());
+        for source in sources.chain(["none"]) {
+            for outcome in OUTCOMES {
+                metrics::get().requests.declare(&[source, outcome]);
+            }
         }
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&table);
         self.redelivery.retain(&table.names());
@@ -302,6 +307,7 @@ impl Handler for Delivery {
             redelivery: Arc::clone(&self.redelivery),
             calls: Arc::clone(&self.calls),
             notify_timeout: self.options.notify_timeout,
+            dry_run: self.options.dry_run,
         }))
     }
 
@@ -318,6 +324,7 @@ struct Hook {
     redelivery: Arc<Redelivery>,
     calls: Arc<Calls>,
     notify_timeout: Duration,
+    dry_run: bool,
 }
 
 /// Only in unit-test builds: a request with this header makes its handler panic.
@@ -335,6 +342,11 @@ impl Work for Hook {
                 .source
                 .delivery_id(&request.head.headers, &request.body);
         }
+        // The id the reply and the log carry, passed on to the downstreams.
+        let request_id = context
+            .delivery
+            .get_or_insert_with(record::new_request_id)
+            .clone();
         let path = request.head.path().to_owned();
         let incoming = Incoming {
             method: request.head.method,
@@ -351,6 +363,9 @@ impl Work for Hook {
             Err(Rejection::Malformed(cause)) => Ending::BadRequest(cause),
             Ok(Outcome::Pong) => Ending::Pong,
             Ok(Outcome::Ignored(reason)) => Ending::Ignored(reason),
+            Ok(Outcome::Notify(changes)) if self.dry_run => {
+                fanout::dry_run(&self.table, route, &changes, &request_id)
+            }
             Ok(Outcome::Notify(changes)) => {
                 let budget = route.endpoint.notify_timeout.unwrap_or(self.notify_timeout);
                 let deadline = Instant::now() + budget;
@@ -359,6 +374,7 @@ impl Work for Hook {
                     route,
                     &changes,
                     deadline,
+                    &request_id,
                     &self.redelivery,
                     &self.calls,
                 )

@@ -80,7 +80,7 @@ impl Context {
 }
 
 /// An id for a request whose sender gave none: 16 hex digits, random per process and request.
-fn new_request_id() -> String {
+pub(super) fn new_request_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

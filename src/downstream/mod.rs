@@ -71,6 +71,19 @@ impl std::fmt::Debug for Kind {
 }
 
 impl Kind {
+    /// What a permanent refusal from this kind of downstream usually means, for the log.
+    pub fn explain(&self, sent: &Sent) -> Option<&'static str> {
+        match (self, sent) {
+            (Kind::Receiver { .. }, Sent::Rejected(400 | 401 | 403)) => Some(
+                "a Flux v2 Receiver refuses a notification whose X-Signature does not match its token: compare the downstream's keyPath file with the Receiver's Secret, byte for byte",
+            ),
+            (Kind::Receiver { .. }, Sent::Rejected(404)) => Some(
+                "no Receiver has this webhook path: check fluxReceiver against the Receiver's status.webhookPath",
+            ),
+            _ => None,
+        }
+    }
+
     /// `fluxd` or `receiver`, for messages.
     pub fn word(&self) -> &'static str {
         match self {
@@ -176,8 +189,12 @@ impl std::fmt::Display for Sent {
             Sent::Accepted => f.write_str("accepted"),
             Sent::Rejected(status) => write!(f, "rejected it with status {status}"),
             Sent::Garbled(why) => write!(f, "answered with a malformed reply: {why}"),
+            Sent::Unreachable { cause, attempts: 1 } => write!(f, "unreachable: {cause}"),
             Sent::Unreachable { cause, attempts } => {
-                write!(f, "unreachable: {cause} ({attempts} attempts)")
+                write!(
+                    f,
+                    "unreachable: {cause} (after {attempts} connection attempts)"
+                )
             }
             Sent::TimedOut => f.write_str("did not answer in time"),
         }
@@ -225,12 +242,20 @@ impl Downstream {
         }
     }
 
-    /// Tells the downstream about one change, by `deadline`.
-    pub fn send(&self, change: &Change, deadline: Instant, on_refused: OnRefused) -> Sent {
+    /// Tells the downstream about one change, by `deadline`; `request_id` (the sender's
+    /// delivery id, printable and bounded) goes with it as `X-Request-Id`, so that both sides'
+    /// logs can be matched.
+    pub fn send(
+        &self,
+        change: &Change,
+        deadline: Instant,
+        on_refused: OnRefused,
+        request_id: Option<&str>,
+    ) -> Sent {
         let mut wait = RETRY_FIRST;
         let mut attempts = 1;
         loop {
-            match self.attempt(change, deadline) {
+            match self.attempt(change, deadline, request_id) {
                 Attempt::Refused(cause) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if on_refused == OnRefused::GiveUp || left <= wait {
@@ -249,7 +274,7 @@ impl Downstream {
     }
 
     /// One POST of the change's JSON.
-    fn attempt(&self, change: &Change, deadline: Instant) -> Attempt {
+    fn attempt(&self, change: &Change, deadline: Instant, request_id: Option<&str>) -> Attempt {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Attempt::Done(Sent::TimedOut);
@@ -270,6 +295,10 @@ impl Downstream {
                 );
                 request.header("X-Signature", &signature)
             }
+        };
+        let request = match request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+            Some(id) => request.header("X-Request-Id", id),
+            None => request,
         };
         let sent = request
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))

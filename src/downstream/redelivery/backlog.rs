@@ -14,9 +14,14 @@ impl Redelivery {
     /// Queues `changes` for `lane`, coalescing those already waiting. All or nothing: when the
     /// new entries do not fit, none is added and each is reported dropped. With a spool, the
     /// new entries are on disk when this returns `Ok`.
-    pub fn queue(&self, lane: &Lane, changes: &[&Change]) -> Result<(), Dropped> {
+    pub fn queue(
+        &self,
+        lane: &Lane,
+        changes: &[&Change],
+        request_id: Option<&str>,
+    ) -> Result<(), Dropped> {
         let now = Instant::now();
-        let (keys, records) = match self.reserve(lane, changes, now) {
+        let (keys, records) = match self.reserve(lane, changes, request_id, now) {
             Ok(fresh) => fresh,
             Err((reason, refused)) => {
                 for change in refused {
@@ -58,6 +63,7 @@ impl Redelivery {
         &self,
         lane: &Lane,
         changes: &[&'c Change],
+        request_id: Option<&str>,
         now: Instant,
     ) -> Result<(Vec<u64>, Vec<Record>), (Dropped, Vec<&'c Change>)> {
         let mut state = lane.state();
@@ -99,6 +105,7 @@ impl Redelivery {
             None => Ready::Yes(None),
         };
         let queued_ms = spool::now_ms();
+        let shared_id: Option<Arc<str>> = request_id.map(Arc::from);
         let mut keys = Vec::with_capacity(fresh.len());
         let mut records = Vec::new();
         for change in fresh {
@@ -110,12 +117,14 @@ impl Redelivery {
                 sending: false,
                 ready: ready.clone(),
                 bytes: size_of(change),
+                request_id: shared_id.clone(),
             }));
             if self.spool.is_some() {
                 records.push(Record {
                     downstream: lane.name.clone(),
                     change: change.clone(),
                     queued_ms,
+                    request_id: request_id.map(str::to_owned),
                 });
             }
         }
@@ -206,6 +215,7 @@ impl Redelivery {
                 attempts: 1,
                 generation: 0,
                 sending: false,
+                request_id: record.request_id.as_deref().map(Arc::from),
                 ready: Ready::Yes(Some(file)),
                 bytes,
             });

@@ -128,7 +128,7 @@ impl Redelivery {
     /// all of them by `until` on shutdown) until none is left or a try fails.
     fn run(&self, lane: &Lane, until: Option<Instant>) {
         loop {
-            let (key, change, generation) = {
+            let (key, change, generation, request_id) = {
                 let mut state = lane.state();
                 if state.closed && until.is_none() {
                     break;
@@ -143,13 +143,20 @@ impl Redelivery {
                     break;
                 };
                 entry.sending = true;
-                (key, Arc::clone(&entry.change), entry.generation)
+                (
+                    key,
+                    Arc::clone(&entry.change),
+                    entry.generation,
+                    entry.request_id.clone(),
+                )
             };
             let started = Instant::now();
             let deadline = until.map_or(started + self.limits.timeout, |u| {
                 u.min(started + self.limits.timeout)
             });
-            let sent = lane.downstream().send(&change, deadline, OnRefused::GiveUp);
+            let sent =
+                lane.downstream()
+                    .send(&change, deadline, OnRefused::GiveUp, request_id.as_deref());
             self.observer
                 .tried(&lane.name, &change, &sent, started.elapsed());
             let mut state = lane.state();

@@ -122,6 +122,8 @@ pub(super) struct Entry {
     pub(super) sending: bool,
     pub(super) ready: Ready,
     pub(super) bytes: usize,
+    /// The id of the delivery that first queued it, sent on as `X-Request-Id`.
+    pub(super) request_id: Option<Arc<str>>,
 }
 
 /// The changes waiting, in queued order, each once.

@@ -72,6 +72,8 @@ pub struct Record {
     pub change: Change,
     /// When it was first queued, in milliseconds since the Unix epoch.
     pub queued_ms: u64,
+    /// The id of the delivery that queued it.
+    pub request_id: Option<String>,
 }
 
 /// A file in place, and how many of its changes are still pending.
@@ -312,6 +314,8 @@ struct Stored {
     domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 fn encode(records: &[Record]) -> Vec<u8> {
@@ -322,6 +326,7 @@ fn encode(records: &[Record]) -> Vec<u8> {
                 let stored = Stored {
                     downstream: r.downstream.clone(),
                     queued_ms: r.queued_ms,
+                    request_id: r.request_id.clone(),
                     ..Stored::default()
                 };
                 match &r.change {
@@ -371,6 +376,10 @@ fn read(path: &Path) -> Result<(Vec<Record>, u64), String> {
                 downstream: s.downstream,
                 queued_ms: s.queued_ms,
                 change,
+                // Sent as a header: kept only when it could have come from us.
+                request_id: s
+                    .request_id
+                    .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic())),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -428,6 +437,7 @@ mod tests {
             downstream: "cluster-a".into(),
             change: Change::git("git@h:o/r.git", branch),
             queued_ms: 1_700_000_000_000,
+            request_id: Some("delivery-1".into()),
         }
     }
 
@@ -469,6 +479,7 @@ mod tests {
                 downstream: "cluster-b".into(),
                 change: Change::image("registry.example.com/team/app:1.0").unwrap(),
                 queued_ms: 42,
+                request_id: None,
             }])
             .unwrap();
         std::fs::write(dir.join("broken.json"), b"{\"records\":[").unwrap();

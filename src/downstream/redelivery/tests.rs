@@ -68,13 +68,13 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 fn identical_changes_are_one_entry_and_the_bound_is_all_or_nothing() {
     let (queue, lane, seen) = queue_of(3);
     let (a, b, c, e) = (git("a"), git("b"), git("c"), git("e"));
-    assert!(queue.queue(&lane, &[&a, &b]).is_ok());
-    assert!(queue.queue(&lane, &[&a]).is_ok());
+    assert!(queue.queue(&lane, &[&a, &b], None).is_ok());
+    assert!(queue.queue(&lane, &[&a], None).is_ok());
     assert_eq!(queue.pending("d"), 2);
-    assert!(queue.queue(&lane, &[&b, &a]).is_ok());
+    assert!(queue.queue(&lane, &[&b, &a], None).is_ok());
     assert_eq!(queue.pending("d"), 2);
     // Two new ones do not fit in the one place left: neither is added.
-    assert_eq!(queue.queue(&lane, &[&c, &e]), Err(Dropped::QueueFull));
+    assert_eq!(queue.queue(&lane, &[&c, &e], None), Err(Dropped::QueueFull));
     assert_eq!(queue.pending("d"), 2);
     assert_eq!(queue.entries.load(Ordering::SeqCst), 2);
     assert_eq!(
@@ -84,7 +84,7 @@ fn identical_changes_are_one_entry_and_the_bound_is_all_or_nothing() {
             ("d git git@h:o/e.git main".to_owned(), Dropped::QueueFull),
         ]
     );
-    assert!(queue.queue(&lane, &[&c]).is_ok());
+    assert!(queue.queue(&lane, &[&c], None).is_ok());
     assert_eq!(queue.pending_by_downstream(), vec![("d".to_owned(), 3)]);
     queue.finish(Duration::ZERO);
 }
@@ -101,9 +101,12 @@ fn the_bytes_are_bounded_as_well_as_the_entries() {
         None,
     );
     let long = |n: usize| Change::git("u".repeat(100), &"b".repeat(100 - n));
-    assert!(queue.queue(&lane, &[&long(0)]).is_ok());
-    assert!(queue.queue(&lane, &[&long(1)]).is_ok());
-    assert_eq!(queue.queue(&lane, &[&long(2)]), Err(Dropped::QueueFull));
+    assert!(queue.queue(&lane, &[&long(0)], None).is_ok());
+    assert!(queue.queue(&lane, &[&long(1)], None).is_ok());
+    assert_eq!(
+        queue.queue(&lane, &[&long(2)], None),
+        Err(Dropped::QueueFull)
+    );
     assert_eq!(queue.pending("d"), 2);
     queue.finish(Duration::ZERO);
 }
@@ -111,28 +114,34 @@ fn the_bytes_are_bounded_as_well_as_the_entries() {
 #[test]
 fn a_downstream_that_leaves_the_config_drops_its_entries() {
     let (queue, lane, seen) = queue_of(10);
-    assert!(queue.queue(&lane, &[&git("a")]).is_ok());
+    assert!(queue.queue(&lane, &[&git("a")], None).is_ok());
     queue.retain(&[]);
     assert_eq!(
         lock(&seen.drops).clone(),
         vec![("d git git@h:o/a.git main".to_owned(), Dropped::Removed)]
     );
     assert_eq!(queue.entries.load(Ordering::SeqCst), 0);
-    assert_eq!(queue.queue(&lane, &[&git("a")]), Err(Dropped::Removed));
+    assert_eq!(
+        queue.queue(&lane, &[&git("a")], None),
+        Err(Dropped::Removed)
+    );
     queue.finish(Duration::ZERO);
 }
 
 #[test]
 fn finish_gives_one_last_try_and_reports_what_is_left() {
     let (queue, lane, seen) = queue_of(10);
-    assert!(queue.queue(&lane, &[&git("a"), &git("b")]).is_ok());
+    assert!(queue.queue(&lane, &[&git("a"), &git("b")], None).is_ok());
     let started = Instant::now();
     assert_eq!(queue.finish(Duration::from_millis(500)), 0);
     assert!(started.elapsed() < Duration::from_secs(1));
     let dropped: Vec<Dropped> = lock(&seen.drops).iter().map(|(_, r)| *r).collect();
     assert_eq!(dropped, vec![Dropped::Shutdown, Dropped::Shutdown]);
     // Nothing is queued once stopping.
-    assert_eq!(queue.queue(&lane, &[&git("c")]), Err(Dropped::Shutdown));
+    assert_eq!(
+        queue.queue(&lane, &[&git("c")], None),
+        Err(Dropped::Shutdown)
+    );
 }
 
 /// A stand-in downstream: answers 202 after `delay`, counting the most calls at once; closed
@@ -219,7 +228,7 @@ fn a_backlog_drains_concurrently_and_new_changes_go_directly() {
     let (queue, lane, seen) = queue_with(limits(1000), &stand.api, 4, None);
     let changes: Vec<Change> = (0..40).map(|i| git(&format!("r{i}"))).collect();
     let refs: Vec<&Change> = changes.iter().collect();
-    assert!(queue.queue(&lane, &refs).is_ok());
+    assert!(queue.queue(&lane, &refs, None).is_ok());
     wait_for("the drain to start", || {
         stand.now.load(Ordering::SeqCst) > 0
     });
@@ -251,7 +260,7 @@ fn a_down_lane_is_tried_every_second_while_changes_arrive_and_comes_back_at_once
             queue.admit(&lane, 1),
             Admit::Queue(Wait::Down { .. })
         ));
-        assert!(queue.queue(&lane, &[&git(&format!("r{i}"))]).is_ok());
+        assert!(queue.queue(&lane, &[&git(&format!("r{i}"))], None).is_ok());
         i += 1;
         if let Health::Down { last_try, .. } = lane.state().health {
             if !tries.contains(&last_try) {
@@ -294,7 +303,7 @@ fn the_rate_holds_direct_calls_and_the_backlog() {
     assert_eq!(admitted, 10, "one second's worth");
     let changes: Vec<Change> = (0..10).map(|i| git(&format!("r{i}"))).collect();
     let refs: Vec<&Change> = changes.iter().collect();
-    assert!(queue.queue(&lane, &refs).is_ok());
+    assert!(queue.queue(&lane, &refs, None).is_ok());
     let started = Instant::now();
     wait_for("the throttled backlog", || {
         lock(&seen.delivered).len() == 10
@@ -318,7 +327,7 @@ fn a_spooled_change_survives_the_process_with_its_waiting_time() {
     ));
     let dead = "http://127.0.0.1:9/api/flux";
     let (queue, lane, _) = queue_with(limits(100), dead, 4, Some(Spool::open(&dir).unwrap()));
-    assert!(queue.queue(&lane, &[&git("a"), &git("b")]).is_ok());
+    assert!(queue.queue(&lane, &[&git("a"), &git("b")], None).is_ok());
     assert_eq!(queue.spool_stats().map(|s| s.0), Some(2));
     thread::sleep(Duration::from_millis(200));
     // The process ends: what is left stays in the spool.
