@@ -585,3 +585,84 @@ fn replayed_deliveries_drive_calls_at_most_at_the_rate() {
     );
     assert!(calls < 400, "{calls} calls for 200 changes");
 }
+
+/// Line and paragraph separators and bidi controls in a signed payload's ref reached the log
+/// raw; they are escaped now, in both log formats.
+#[test]
+fn separators_and_bidi_controls_from_a_payload_reach_no_log_raw() {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let cfg = config(
+        &format!("api: {}\n", fluxd.api()),
+        "- source: GitHub\n  keyPath: key\n",
+        &[("key", KEY)],
+    );
+    let sneaky = "main\u{2028}level=error msg=forged\u{2029}\u{202e}txt.exe";
+    let body = format!(
+        r#"{{"ref":"refs/heads/{sneaky}","repository":{{"ssh_url":"git@github.com:acme/app.git"}}}}"#
+    );
+    let signature = format!("sha256={}", hmac_hex("sha256", KEY, body.as_bytes()));
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("Content-Type", "application/json"),
+        ("X-Hub-Signature-256", signature.as_str()),
+    ];
+    for format in ["logfmt", "json"] {
+        let server = Proc::start(&["--config", &cfg, "--log-format", format]);
+        // fluxd refuses it (a 400 for this stand-in's odd branch does not matter): the change
+        // is named in the request's detail either way.
+        fluxd.set(Behaviour::Status(400));
+        let reply = post(server.addr, &route_of(KEY, ""), &headers, body.as_bytes());
+        assert_eq!(reply.status, 502);
+        let log = server.stderr_with("refused");
+        assert!(
+            !log.contains('\u{2028}') && !log.contains('\u{2029}') && !log.contains('\u{202e}'),
+            "{format}: {log}"
+        );
+        let escaped = if format == "json" {
+            "\\u2028"
+        } else {
+            "\\u{2028}"
+        };
+        assert!(log.contains(escaped), "{format}: {log}");
+    }
+}
+
+/// A key file readable by every user loaded silently; start-up warns now.
+#[test]
+fn a_key_file_readable_by_everyone_is_warned_about_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = config("", "- source: GitHub\n  keyPath: key\n", &[("key", KEY)]);
+    let key = std::path::Path::new(&cfg).with_file_name("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = Proc::start(&["--config", &cfg]);
+    assert!(server
+        .stderr_with("readable by every user")
+        .contains("mode 0644"));
+}
+
+/// A backlog of hundreds of changes once wrote a line per change when it drained; at most 10
+/// lines of a kind per downstream a second are written now, the rest summed in one line.
+#[test]
+fn a_draining_backlog_writes_a_bounded_number_of_lines() {
+    let fluxd_addr = free_addr();
+    let cfg = config(
+        &format!("api: http://{fluxd_addr}/api/flux\n"),
+        "- source: BitbucketCloud\n  keyPath: key\n",
+        &[("key", KEY)],
+    );
+    let server = Proc::start(&["--config", &cfg, "--notify-rate", "0"]);
+    for i in 0..5 {
+        let body = bitbucket_push("acme/app", (0..100).map(|b| format!("b{i}-{b}")));
+        assert_eq!(bitbucket_post(&server, &body).status, 202);
+    }
+    let fluxd = FakeFluxd::start_on(fluxd_addr, Behaviour::Real);
+    wait_until("500 redeliveries", Duration::from_secs(20), || {
+        fluxd.requests().len() >= 500
+    });
+    let log = server.stderr_with("redelivery lines held back");
+    let redelivered = log.matches("msg=redelivered ").count();
+    assert!(redelivered <= 40, "{redelivered} redelivered lines");
+    assert!(log.contains("msg=\"redelivery lines held back\""), "{log}");
+    // Each delivery wrote its one request line and one queued line.
+    assert_eq!(log.matches("msg=\"queued for redelivery\"").count(), 5);
+}
