@@ -289,8 +289,12 @@ impl<T: Transport> Conn<T> {
         limit: usize,
         deadline: Instant,
     ) -> Result<Vec<u8>, ReadError> {
+        // Only bytes not searched yet are searched: a line dripped a byte at a time costs
+        // linear time, not quadratic.
+        let mut scanned = 0;
         loop {
-            if let Some(pos) = self.buffered().iter().position(|b| *b == b'\n') {
+            let found = self.buffered()[scanned..].iter().position(|b| *b == b'\n');
+            if let Some(pos) = found.map(|p| scanned + p) {
                 let line = &self.buffered()[..pos];
                 let Some(line) = line.strip_suffix(b"\r") else {
                     return Err(ReadError::Refused(Refusal::BadRequest(
@@ -306,6 +310,7 @@ impl<T: Transport> Conn<T> {
                     "chunked body line too long".into(),
                 )));
             }
+            scanned = self.end - self.start;
             self.fill(deadline)?;
         }
     }
