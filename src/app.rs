@@ -11,6 +11,7 @@ use crate::server::{self, Server};
 
 pub use crate::delivery::Options as DeliveryOptions;
 pub use crate::server::Options as ServerOptions;
+pub use crate::server::TlsFiles;
 
 /// Every serving flag, grouped by the layer that reads it (the flag table in `cli.rs` fills them).
 #[derive(Debug, Clone)]
@@ -69,6 +70,16 @@ impl Running {
     /// Swaps in a new config; requests in progress finish on the old one.
     pub fn reload(&self, config: &Config) {
         self.delivery.reload(config);
+    }
+
+    /// Reads the listener's TLS certificate and key again; see [`server::Running::reload_tls`].
+    pub fn reload_tls(&self) -> Result<bool, String> {
+        self.server.reload_tls()
+    }
+
+    /// The listener's TLS files, to watch.
+    pub fn tls_files(&self) -> Option<&server::TlsFiles> {
+        self.server.tls_files()
     }
 
     /// Requests being handled right now.

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         }
         Ok(Command::Serve(serve)) => {
             log::configure(serve.log_format, serve.log_level);
-            run(serve)
+            run(*serve)
         }
         Ok(Command::Endpoints { config, base_url }) => {
             commands::endpoints(&config, base_url.as_deref())
@@ -138,6 +138,7 @@ fn log_listening(bound: &app::Bound, downstreams: usize, o: &app::Options) {
                 o.delivery.redeliver_for.as_secs_f64().into(),
             ),
             ("dry_run", log::text(o.delivery.dry_run)),
+            ("tls", log::text(o.server.tls.is_some())),
         ],
     );
 }

@@ -140,19 +140,59 @@ pub fn serve_until_stopped(
 
     let mut current = config;
     let mut seen = fingerprint(path, &current);
+    let tls_print = || running.tls_files().map(|f| files_print(&[&f.cert, &f.key]));
+    let mut tls_seen = tls_print();
     loop {
-        let trigger = match inbox.recv() {
+        let (trigger, config_due, tls_due) = match inbox.recv() {
             Ok(Event::Stop(stop)) => return stop,
             Err(_) => return Stop::Orphaned,
-            Ok(Event::Reload(trigger)) => trigger,
-            Ok(Event::Watch) if fingerprint(path, &current) == seen => continue,
-            Ok(Event::Watch) => Trigger::FileChange,
+            Ok(Event::Reload(trigger)) => (trigger, true, tls_seen.is_some()),
+            Ok(Event::Watch) => (
+                Trigger::FileChange,
+                fingerprint(path, &current) != seen,
+                tls_print() != tls_seen,
+            ),
         };
-        if let Some(config) = reload(running, path, trigger) {
-            current = config;
+        if config_due {
+            if let Some(config) = reload(running, path, trigger) {
+                current = config;
+            }
+            seen = fingerprint(path, &current);
         }
-        seen = fingerprint(path, &current);
+        if tls_due {
+            reload_tls(running, trigger);
+            tls_seen = tls_print();
+        }
     }
+}
+
+/// A renewal of the listener's certificate: new connections get the new pair; a pair that does
+/// not load is logged and the old one serves on.
+fn reload_tls(running: &Running, trigger: Trigger) {
+    match running.reload_tls() {
+        Ok(true) => log::info(
+            "tls certificate reloaded",
+            &[("trigger", trigger.word().into())],
+        ),
+        Ok(false) => {}
+        Err(problem) => log::error(
+            "tls certificate reload failed; still serving the previous one",
+            &[("detail", problem.into())],
+        ),
+    }
+}
+
+/// A fingerprint of these files' contents (a missing one counted as such).
+fn files_print(files: &[&Path]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for file in files {
+        hash.update(b"\0");
+        match std::fs::read(file) {
+            Ok(bytes) => hash.update(&bytes),
+            Err(_) => hash.update(b"\xffmissing"),
+        }
+    }
+    hash.finalize().into()
 }
 
 fn reload(running: &Running, path: &Path, trigger: Trigger) -> Option<Config> {

@@ -65,7 +65,9 @@ const SECONDS: Value = Value::Seconds {
 pub const FLAGS: &[Flag] = &[
     flag("--config", "FILE", Some("fluxrecv.yaml"), Value::Text, "config file; key paths are relative to its folder"),
     flag("--listen", "ADDR", Some(":8080"), Value::Text, "address to serve on; :PORT means all interfaces"),
-    flag("--listen-metrics", "ADDR", None, Value::Text, "serve /metrics there instead of on --listen"),
+    flag("--listen-metrics", "ADDR", None, Value::Text, "serve /metrics there instead of on --listen (always plain HTTP)"),
+    flag("--tls-cert", "FILE", None, Value::Text, "serve --listen over TLS with this PEM certificate (chain); with --tls-key"),
+    flag("--tls-key", "FILE", None, Value::Text, "the PEM private key of --tls-cert"),
     flag("--threads", "N", Some("4"), Value::Count { min: 1, max: 1024 }, "handler threads (verify, parse, notify)"),
     flag("--max-body-bytes", "N", Some("26214400"), Value::Count { min: 1, max: 1 << 32 }, "largest request body accepted (25 MiB)"),
     flag("--read-timeout", "SECS", Some("10"), SECONDS, "time to receive a whole request"),

@@ -18,7 +18,7 @@ pub use flags::{Flag, Value, FLAGS, SUBCOMMAND_FLAGS};
 /// What to do.
 #[derive(Debug)]
 pub enum Command {
-    Serve(Serve),
+    Serve(Box<Serve>),
     Endpoints {
         config: PathBuf,
         base_url: Option<String>,
@@ -265,7 +265,7 @@ pub fn parse(raw: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
         }
         None if wants_help => return Ok(Command::Help(help())),
         None if r.args.contains(["-V", "--version"]) => return Ok(Command::Version),
-        None => Command::Serve(serve(&mut r)?),
+        None => Command::Serve(Box::new(serve(&mut r)?)),
     };
     if !matches!(command, Command::Help(_)) {
         r.finish()?;
@@ -304,6 +304,7 @@ fn serve(r: &mut Reader) -> Result<Serve, String> {
                 max_connections_per_client: r
                     .count_or_none("--max-connections-per-client")?
                     .map_or((max_connections / 2).max(1), |n| n as usize),
+                tls: tls_files(r.text("--tls-cert")?, r.text("--tls-key")?)?,
                 trusted_proxies: match r.text("--trusted-proxies")? {
                     Some(list) => {
                         cidr::parse_list(&list).map_err(|e| format!("--trusted-proxies {e}"))?
@@ -331,6 +332,27 @@ fn serve(r: &mut Reader) -> Result<Serve, String> {
         let _ = r.text(name)?;
     }
     Ok(serve)
+}
+
+/// `--tls-cert` and `--tls-key`: both or neither, in a build that has TLS.
+fn tls_files(cert: Option<String>, key: Option<String>) -> Result<Option<app::TlsFiles>, String> {
+    let files = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => app::TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        },
+        (Some(_), None) => {
+            return Err("--tls-cert needs --tls-key, the certificate's private key".into())
+        }
+        (None, Some(_)) => {
+            return Err("--tls-key needs --tls-cert, the certificate (chain) it goes with".into())
+        }
+    };
+    if cfg!(not(feature = "tls")) {
+        return Err("--tls-cert and --tls-key need the `tls` feature, which this build does not have; use the default build (cargo build --release), or terminate TLS in a proxy in front".into());
+    }
+    Ok(Some(files))
 }
 
 /// The serving options of an empty command line and environment: every flag at its default.
@@ -431,6 +453,21 @@ mod tests {
             .unwrap_err()
             .contains("FLUX_RECV_DRY_RUN"));
         assert!(help().contains("  --dry-run  "));
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_only_in_a_build_with_tls() {
+        let err = parse_with(&["--tls-cert", "c.pem"], &[]).unwrap_err();
+        assert!(err.contains("--tls-key"), "{err}");
+        let err = parse_with(&[], &[("FLUX_RECV_TLS_KEY", "k.pem")]).unwrap_err();
+        assert!(err.contains("--tls-cert"), "{err}");
+        let both = parse_with(&["--tls-cert", "c.pem", "--tls-key", "k.pem"], &[]);
+        if cfg!(feature = "tls") {
+            assert!(both.is_ok());
+        } else {
+            let err = both.unwrap_err();
+            assert!(err.contains("default build"), "{err}");
+        }
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub(super) fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, role: Li
         let ticket = match shared.clients.admit(&stream, peer, &shared.opts) {
             Ok(ticket) => ticket,
             Err(refusal) => {
-                refuse(&stream, shared, refusal);
+                refuse(&stream, shared, role, refusal);
                 continue;
             }
         };
@@ -79,9 +79,13 @@ pub(super) fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, role: Li
 /// A connection refused at accept (`--max-connections` with none idle, or the client's share):
 /// the handler's reply, written without blocking the acceptor (a full send buffer loses the
 /// reply, never the acceptor's time), then close.
-fn refuse(stream: &TcpStream, shared: &Shared, refusal: Refusal) {
+/// On a TLS listener the connection is only closed: a plain reply before a handshake would be
+/// garbage to the client.
+fn refuse(stream: &TcpStream, shared: &Shared, role: Listener, refusal: Refusal) {
     let response = shared.handler.refuse(refusal, Instant::now());
     let _ = stream.set_nonblocking(true);
-    let _ = write_reply(&mut &*stream, &response, Asked::Everything, After::Close);
+    if !shared.speaks_tls(role) {
+        let _ = write_reply(&mut &*stream, &response, Asked::Everything, After::Close);
+    }
     let _ = stream.shutdown(Shutdown::Both);
 }

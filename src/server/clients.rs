@@ -106,11 +106,12 @@ impl Clients {
         let mut table = self.lock();
         if let Some(key) = client {
             let held = table.per_client.get(&key).copied().unwrap_or(0);
-            if held >= opts.max_connections_per_client && !Self::evict_idlest(&table, Some(key)) {
+            if held >= opts.max_connections_per_client && !Self::evict_idlest(&mut table, Some(key))
+            {
                 return Err(Refusal::TooManyFromClient);
             }
         }
-        if table.conns.len() >= opts.max_connections && !Self::evict_idlest(&table, None) {
+        if table.conns.len() >= opts.max_connections && !Self::evict_idlest(&mut table, None) {
             return Err(Refusal::TooManyConnections);
         }
         let id = table.next;
@@ -137,23 +138,26 @@ impl Clients {
         })
     }
 
-    /// Closes the connection idle the longest (of `client`, when given), if one is; it leaves
-    /// the table when its thread sees the close.
-    fn evict_idlest(table: &Table, client: Option<ClientKey>) -> bool {
+    /// Closes the connection idle the longest (of `client`, when given), if one is, and takes
+    /// it out of the table at once: its slot is the newcomer's while its thread winds down.
+    fn evict_idlest(table: &mut Table, client: Option<ClientKey>) -> bool {
         let idlest = table
             .conns
-            .values()
-            .filter(|t| client.is_none() || t.client == client)
-            .filter_map(|t| {
+            .iter()
+            .filter(|(_, t)| client.is_none() || t.client == client)
+            .filter_map(|(id, t)| {
                 let since = t.idle.load(Ordering::SeqCst);
-                (since != 0 && since != EVICTED).then_some((since, t))
+                (since != 0 && since != EVICTED).then_some((since, *id))
             })
             .min_by_key(|(since, _)| *since);
-        let Some((_, tracked)) = idlest else {
+        let Some(tracked) = idlest.and_then(|(_, id)| table.conns.remove(&id)) else {
             return false;
         };
         tracked.idle.store(EVICTED, Ordering::SeqCst);
         let _ = tracked.stream.shutdown(Shutdown::Both);
+        if let Some(key) = tracked.client {
+            table.release(key);
+        }
         true
     }
 
@@ -216,18 +220,24 @@ impl Ticket {
     }
 }
 
+impl Table {
+    /// One connection of `key` is gone.
+    fn release(&mut self, key: ClientKey) {
+        if let Some(n) = self.per_client.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&key);
+            }
+        }
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut table = self.clients.lock();
-        if let Some(tracked) = table.conns.remove(&self.id) {
-            if let Some(key) = tracked.client {
-                if let Some(n) = table.per_client.get_mut(&key) {
-                    *n -= 1;
-                    if *n == 0 {
-                        table.per_client.remove(&key);
-                    }
-                }
-            }
+        // An evicted connection left the table already.
+        if let Some(key) = table.conns.remove(&self.id).and_then(|t| t.client) {
+            table.release(key);
         }
         self.clients.open.store(table.conns.len(), Ordering::SeqCst);
     }

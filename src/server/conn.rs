@@ -42,6 +42,68 @@ impl Transport for Socket {
     }
 }
 
+/// What a connection reads and writes: its socket, or TLS over it. The connection code is the
+/// same for both.
+pub(crate) enum Stream {
+    Plain(Socket),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, Socket>>),
+}
+
+impl Stream {
+    pub(crate) fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(socket) => &socket.0,
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => &tls.sock.0,
+        }
+    }
+
+    /// Ends the sending side: TLS's close_notify first, then the socket's FIN.
+    pub(crate) fn close(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Stream::Tls(tls) = self {
+            tls.conn.send_close_notify();
+            let _ = tls.conn.complete_io(&mut tls.sock);
+        }
+        let _ = self.socket().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.read(out),
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls.read(out),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.write(bytes),
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(socket) => socket.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+impl Transport for Stream {
+    fn set_read_deadline(&mut self, left: Duration) -> io::Result<()> {
+        self.socket().set_read_timeout(Some(left))
+    }
+}
+
 /// Request bytes in memory, handed out `step` bytes per read; replies are collected.
 pub struct MemoryTransport {
     input: Vec<u8>,

@@ -5,25 +5,28 @@
 //! idle (its slot may go to a newcomer); after [`MAX_REQUESTS_PER_CONNECTION`] requests or
 //! [`MAX_CONNECTION_AGE`] it is closed after its reply.
 
-use std::net::{Shutdown, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::body::{read_body, BodyBuf};
 use super::clients::{Clients, Ticket};
-use super::conn::{Conn, ReadError, Socket};
+use super::conn::{Conn, ReadError, Socket, Stream};
 use super::http::{framing, write_reply, After, Asked, Framing, Head};
 use super::pool::Reply;
 use super::{Begin, Busy, Listener, Refusal, Request, Response, Shared, Work, KEEP_ALIVE_IDLE};
 use super::{MAX_CONNECTION_AGE, MAX_REQUESTS_PER_CONNECTION};
 
 pub(super) fn serve(stream: Arc<TcpStream>, shared: &Shared, listener: Listener, ticket: &Ticket) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(shared.opts.read_timeout));
-    let mut conn = Conn::new(Socket(stream));
-    let reply = Arc::new(Reply::default());
     let opened = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let Some(stream) = open(Socket(stream), shared, listener, opened) else {
+        return;
+    };
+    let mut conn = Conn::new(stream);
+    let reply = Arc::new(Reply::default());
     for served in 1.. {
         // The first request's clock starts at accept; later ones when their first byte arrives.
         if served > 1 {
@@ -40,13 +43,35 @@ pub(super) fn serve(stream: Arc<TcpStream>, shared: &Shared, listener: Listener,
             ticket,
             last,
         };
-        let after = serve_one(&mut conn, &reply, &on, Instant::now());
+        // The first request's clock started at accept (a TLS handshake counts against it).
+        let started = if served == 1 { opened } else { Instant::now() };
+        let after = serve_one(&mut conn, &reply, &on, started);
         // Once stopping, no connection carries another request.
         if after == After::Close || shared.stopping.load(Ordering::SeqCst) {
-            let _ = conn.stream.0.shutdown(Shutdown::Write);
+            conn.stream.close();
             return;
         }
     }
+}
+
+/// The connection's stream: TLS on the main listener when it has a certificate (the handshake
+/// done within `--read-timeout` of accept, else the connection closes), plain otherwise.
+fn open(socket: Socket, shared: &Shared, listener: Listener, opened: Instant) -> Option<Stream> {
+    #[cfg(feature = "tls")]
+    let socket = match (&shared.tls, listener) {
+        (Some(tls), Listener::Main) => {
+            let deadline = opened + shared.opts.read_timeout;
+            let stream = super::tls::handshake(socket, tls.config(), deadline)?;
+            let _ = stream
+                .socket()
+                .set_write_timeout(Some(shared.opts.read_timeout));
+            return Some(stream);
+        }
+        _ => socket,
+    };
+    let _ = (listener, opened);
+    let _ = socket.0.set_write_timeout(Some(shared.opts.read_timeout));
+    Some(Stream::Plain(socket))
 }
 
 /// What a request needs to know of its connection.
@@ -70,14 +95,14 @@ struct Exchange {
 
 /// Serves one request, from its first byte to its reply.
 fn serve_one(
-    conn: &mut Conn<Socket>,
+    conn: &mut Conn<Stream>,
     reply: &Arc<Reply>,
     on: &Connection,
     started: Instant,
 ) -> After {
     let shared = on.shared;
     let deadline = started + shared.opts.read_timeout;
-    let refuse = |conn: &mut Conn<Socket>, refusal| {
+    let refuse = |conn: &mut Conn<Stream>, refusal| {
         let response = shared.handler.refuse(refusal, started);
         send(conn, &response, Asked::Everything, After::Close)
     };
@@ -130,14 +155,14 @@ fn serve_one(
 
 /// Reads the body and runs the work in the pool.
 fn read_and_run(
-    conn: &mut Conn<Socket>,
+    conn: &mut Conn<Stream>,
     reply: &Arc<Reply>,
     shared: &Shared,
     exchange: Exchange,
     work: Box<dyn Work>,
 ) -> After {
     let max_body = shared.opts.max_body_bytes;
-    let refuse = |conn: &mut Conn<Socket>, work: Box<dyn Work>, refusal| {
+    let refuse = |conn: &mut Conn<Stream>, work: Box<dyn Work>, refusal| {
         send(conn, &work.refuse(refusal), exchange.asked, After::Close)
     };
     if matches!(exchange.framing, Framing::Length(n) if n > max_body) {
@@ -171,8 +196,8 @@ fn read_and_run(
 }
 
 /// Writes a reply; the connection goes on only if the write worked and `after` allows it.
-fn send(conn: &mut Conn<Socket>, response: &Response, asked: Asked, after: After) -> After {
-    match write_reply(&mut conn.stream, response, asked, after) {
+fn send(conn: &mut Conn<Stream>, response: &Response, asked: Asked, after: After) -> After {
+    match write_reply(&mut conn.stream, response, asked, after).and_then(|()| conn.stream.flush()) {
         Ok(()) => after,
         Err(_) => After::Close,
     }

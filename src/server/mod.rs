@@ -24,6 +24,8 @@ mod connection;
 mod frame;
 mod http;
 mod pool;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use conn::{MemoryTransport, Transport};
 pub use frame::{frame_request, Framed};
@@ -56,8 +58,17 @@ pub struct Options {
     pub max_connections_per_client: usize,
     /// Proxies whose `X-Forwarded-For` names the client (for the share, and for the handler).
     pub trusted_proxies: Vec<Cidr>,
-    /// A separate listener for `/metrics` (the handler decides what it serves).
+    /// A separate listener for `/metrics` (the handler decides what it serves); always plain.
     pub listen_metrics: Option<String>,
+    /// TLS on `--listen` (`--tls-cert`, `--tls-key`); plain HTTP without.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the listener's certificate (chain) and private key are, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl Options {
@@ -221,9 +232,16 @@ struct Shared {
     stopping: AtomicBool,
     pool: pool::Pool,
     budget: Arc<body::Budget>,
+    #[cfg(feature = "tls")]
+    tls: Option<tls::Tls>,
 }
 
 impl Shared {
+    /// Whether connections on this listener speak TLS.
+    fn speaks_tls(&self, listener: Listener) -> bool {
+        listener == Listener::Main && self.opts.tls.is_some()
+    }
+
     fn status(&self) -> Status {
         Status {
             open_connections: self.clients.open.load(Ordering::SeqCst),
@@ -251,6 +269,12 @@ pub struct Running {
 impl Server {
     /// Binds the listeners; nothing is served until [`Server::spawn`].
     pub fn bind(handler: Arc<dyn Handler>, opts: Options) -> Result<Server, String> {
+        #[cfg(feature = "tls")]
+        let tls = opts.tls.as_ref().map(tls::Tls::load).transpose()?;
+        #[cfg(not(feature = "tls"))]
+        if opts.tls.is_some() {
+            return Err("--tls-cert and --tls-key need the `tls` feature (the default build); this build has none".into());
+        }
         let listener = bind_one("--listen", &opts.listen)?;
         let metrics_listener = match &opts.listen_metrics {
             Some(addr) => Some(bind_one("--listen-metrics", addr)?),
@@ -261,6 +285,8 @@ impl Server {
             budget: Arc::new(body::Budget::new(opts.body_budget())),
             pool: pool::Pool::start(opts.threads.max(1)),
             opts,
+            #[cfg(feature = "tls")]
+            tls,
             clients: Arc::new(clients::Clients::new()),
             busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -351,5 +377,20 @@ impl Running {
     /// The server's view of itself.
     pub fn status(&self) -> Status {
         self.shared.status()
+    }
+
+    /// Reads the TLS certificate and key again (a renewal): `Ok(true)` when new connections now
+    /// get a new pair, `Ok(false)` without TLS or a change; an error keeps the old pair.
+    pub fn reload_tls(&self) -> Result<bool, String> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.shared.tls {
+            return tls.reload();
+        }
+        Ok(false)
+    }
+
+    /// The TLS files being served, to watch for renewals.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.shared.opts.tls.as_ref()
     }
 }

@@ -286,7 +286,7 @@ struct Message {
 }
 
 /// Reads one Content-Length framed HTTP message (what ureq and flux-recv send), or None at EOF.
-fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Message> {
+fn read_message(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<Message> {
     let head_end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
             break i;
@@ -476,7 +476,7 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<Reply> {
 }
 
 /// Reads one reply from `stream` (Content-Length framed, as flux-recv always sends).
-pub fn read_reply(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reply> {
+pub fn read_reply(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<Reply> {
     let message = read_message(stream, buf)?;
     Some(Reply {
         status: message.first.split(' ').nth(1)?.parse().ok()?,
