@@ -51,8 +51,9 @@ fn slow_clients_hold_only_their_own_connection() {
             thread::sleep(Duration::from_millis(10));
         }
     };
-    // main, acceptor, 4 handlers, the signal thread and the file watcher
-    let before = watch(8, Duration::from_secs(3));
+    // main, acceptor, 4 handlers, 4 callers, the redelivery scheduler, the signal thread and
+    // the file watcher
+    let before = watch(13, Duration::from_secs(3));
 
     let full = std::sync::Arc::new(delivery(&route));
     // Each stalled client waits for its answer on its own thread and reports (status, waited).
