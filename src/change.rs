@@ -2,7 +2,7 @@
 //!
 //! The wire format lives here and nowhere else: `{"Kind":"git","Source":{"URL":…,"Branch":…}}`
 //! and `{"Kind":"image","Source":{"Name":{"Domain":…,"Image":…}}}`, with exactly those keys
-//! (`../shared/fluxd-contract.md` §2). Image references are split as fluxd ≥ 1.22 does (§3).
+//! (`docs/fluxd.md` §2). Image references are split as fluxd ≥ 1.22 does (§3).
 
 use serde::Serialize;
 

@@ -21,5 +21,7 @@ pub mod reload;
 pub mod server;
 pub mod signature;
 pub mod sources;
+pub mod sync;
+pub mod text;
 pub mod tokeninfo;
 pub mod verdict;

@@ -1,6 +1,6 @@
-//! flux-recv: the command line → config → server, and the one place that turns an outcome into
-//! an exit code: 0 served and stopped (or a sub-command succeeded), 1 bad config or cannot
-//! listen, 2 bad command line.
+//! flux-recv: the command line → config → server. Exit codes: 0 served and stopped (or a
+//! sub-command succeeded), 1 bad config or cannot listen (here for serving; each sub-command in
+//! `commands.rs` returns its own 0 or 1), 2 bad command line (here).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! The status policy in one place (DESIGN.md §5): [`verdict`] maps how a request ended to
+//! The status policy in one place (the README's Replies table): [`verdict`] maps how a request ended to
 //! everything said about it: the status, the fixed public text, extra headers, the one word that
 //! is both the metrics' `outcome` label and the log's `outcome` field, and the log level. The
 //! reply, the log line and the metrics all read it, so their words cannot drift. Details go to
@@ -8,8 +8,7 @@ use std::borrow::Cow;
 
 use crate::log::Level;
 
-/// A cause kept for the log, with its own `source()` chain.
-pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::text::Cause;
 
 /// How a request ended.
 #[derive(Debug)]

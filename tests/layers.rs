@@ -17,7 +17,7 @@ const LAYERS: [(&str, &[&str]); 8] = [
     ("config", &["config"]),
     ("downstream", &["downstream"]),
     ("sources", &["sources"]),
-    ("ground", &["change", "signature", "cidr"]),
+    ("ground", &["change", "signature", "cidr", "text", "sync"]),
     ("watch", &["log", "metrics"]),
 ];
 

@@ -12,6 +12,7 @@ use ureq::http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 
 use crate::change::Change;
 use crate::signature::{sign_hex, Algorithm, Key};
+pub(crate) use crate::sync::lock;
 
 pub mod calls;
 pub mod filter;
@@ -19,12 +20,6 @@ pub mod redelivery;
 mod resolve;
 
 pub use filter::{Filter, Glob};
-
-/// Locks a mutex, whatever a panicking holder left in it (every state here stays consistent
-/// between statements).
-pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// How much of a success reply is read (fluxd answers 202 with an empty body).
 const MAX_REPLY_BYTES: u64 = 64 * 1024;
@@ -123,7 +118,7 @@ impl std::fmt::Debug for Downstream {
 }
 
 /// The underlying error of a failed call, kept for the log's `source()` chain.
-pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::text::Cause;
 
 /// What one call did.
 #[derive(Debug)]

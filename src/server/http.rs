@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::{Listener, Refusal, Response};
+use crate::text::{header_in, printable};
 
 /// A request head larger than this is an attack, not a webhook (→ 431).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -32,10 +33,7 @@ pub struct Head {
 impl Head {
     /// The first header with this name (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
 
     fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
@@ -121,18 +119,6 @@ pub(crate) fn framing(head: &Head) -> Result<Framing, Refusal> {
             }
         }
     }
-}
-
-/// A client-chosen header value made safe for a log line: printable ASCII, at most 64 characters.
-fn printable(value: &str) -> String {
-    let mut out = String::with_capacity(value.len().min(64));
-    out.extend(
-        value
-            .chars()
-            .filter(|c| c.is_ascii_graphic() || *c == ' ')
-            .take(64),
-    );
-    out
 }
 
 /// Whether the connection stays open after a reply.

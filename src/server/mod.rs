@@ -1,4 +1,5 @@
-//! The HTTP/1.1 transport, and nothing else: an acceptor that never stops, one small thread per
+//! The HTTP/1.1 transport, and nothing else: an acceptor per listener that no accept error stops
+//! (only a shutdown does), one small thread per
 //! connection (capped, with deadlines) that reads and frames requests, and a fixed pool that runs
 //! the work a [`Handler`] hands back (on the connection's own thread when no other work runs). It knows no provider, no config and no downstream: what a
 //! request means is the handler's business, what went wrong in the transport is a [`Refusal`]
@@ -189,12 +190,13 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// Resolves `--listen`. `:PORT` means every interface (IPv6 and IPv4 where the host has IPv6).
-pub fn listen_addrs(listen: &str) -> Result<Vec<SocketAddr>, String> {
+/// Resolves a listen address (`flag` names it in errors). `:PORT` means every interface (IPv6
+/// and IPv4 where the host has IPv6).
+pub fn listen_addrs(flag: &str, listen: &str) -> Result<Vec<SocketAddr>, String> {
     if let Some(port) = listen.strip_prefix(':') {
         let port: u16 = port
             .parse()
-            .map_err(|_| format!("--listen {listen:?}: {port:?} is not a port number"))?;
+            .map_err(|_| format!("{flag} {listen:?}: {port:?} is not a port number"))?;
         return Ok(vec![
             SocketAddr::from(([0u16; 8], port)),
             SocketAddr::from(([0u8; 4], port)),
@@ -202,16 +204,16 @@ pub fn listen_addrs(listen: &str) -> Result<Vec<SocketAddr>, String> {
     }
     let addrs: Vec<SocketAddr> = listen
         .to_socket_addrs()
-        .map_err(|e| format!("--listen {listen:?}: {e}; use :PORT or HOST:PORT"))?
+        .map_err(|e| format!("{flag} {listen:?}: {e}; use :PORT or HOST:PORT"))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("--listen {listen:?}: resolves to no address"));
+        return Err(format!("{flag} {listen:?}: resolves to no address"));
     }
     Ok(addrs)
 }
 
 fn bind_one(flag: &str, listen: &str) -> Result<TcpListener, String> {
-    let addrs = listen_addrs(listen).map_err(|e| e.replace("--listen", flag))?;
+    let addrs = listen_addrs(flag, listen)?;
     let mut last_error = String::new();
     for addr in &addrs {
         match TcpListener::bind(addr) {
@@ -349,9 +351,18 @@ impl Running {
     pub fn stop_accepting(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for (addr, acceptor) in self.acceptors.drain(..) {
-            // Wake each acceptor, blocked in accept(), with a connection of our own.
-            let _ = TcpStream::connect_timeout(&accept::wake_addr(addr), Duration::from_secs(1));
-            let _ = acceptor.join();
+            // Wake each acceptor, blocked in accept(), with a connection of our own; if that
+            // cannot connect, the next client wakes it, and nobody waits for one that may never
+            // come.
+            match TcpStream::connect_timeout(&accept::wake_addr(addr), Duration::from_secs(1)) {
+                Ok(_) => {
+                    let _ = acceptor.join();
+                }
+                Err(e) => log::warn(
+                    "cannot wake an acceptor; it stops at its next connection",
+                    &[("addr", log::text(addr)), ("error", log::text(e))],
+                ),
+            }
         }
     }
 
@@ -362,7 +373,12 @@ impl Running {
         let deadline = Instant::now() + grace;
         loop {
             let busy = self.busy();
-            if busy == 0 || Instant::now() >= deadline {
+            if busy == 0 {
+                // Nothing left for the handler pool: its threads are joined.
+                self.shared.pool.close();
+                return 0;
+            }
+            if Instant::now() >= deadline {
                 return busy;
             }
             thread::sleep(Duration::from_millis(10));

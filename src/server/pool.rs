@@ -12,12 +12,13 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use super::body::Reservation;
 use super::{Busy, Refusal, Request, Response, Work};
 use crate::log;
+use crate::sync::lock;
 
 /// One request for the pool: its work, its request, and where the response goes.
 struct Job {
@@ -96,6 +97,8 @@ pub(super) struct Pool {
     threads: usize,
     /// Work running right now, on pool or connection threads.
     running: Arc<AtomicUsize>,
+    /// The pool's threads, joined when it closes.
+    handles: Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
 impl Pool {
@@ -110,22 +113,24 @@ impl Pool {
             ready: Condvar::new(),
         });
         let running = Arc::new(AtomicUsize::new(0));
-        let mut started = 0;
+        let mut handles = Vec::new();
         for n in 0..threads {
             let (queue, running) = (Arc::clone(&queue), Arc::clone(&running));
             let spawned = thread::Builder::new()
                 .name(format!("handler-{n}"))
                 .spawn(move || work_loop(&queue, &running));
             match spawned {
-                Ok(_) => started += 1,
+                Ok(handle) => handles.push(handle),
                 Err(e) => log::error("cannot start handler thread", &[("error", log::text(e))]),
             }
         }
+        let started = handles.len();
         lock(&queue.state).free = started;
         Pool {
             queue,
             threads: started,
             running,
+            handles: Mutex::new(handles),
         }
     }
 
@@ -169,17 +174,22 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Lets the threads finish the jobs queued, then joins them; later work is refused.
+    pub(super) fn close(&self) {
+        lock(&self.queue.state).closing = true;
+        self.queue.ready.notify_all();
+        for handle in std::mem::take(&mut *lock(&self.handles)) {
+            let _ = handle.join();
+        }
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         lock(&self.queue.state).closing = true;
         self.queue.ready.notify_all();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs the work, counted as running; a panic becomes the work's refusal, and a panic in the

@@ -10,7 +10,7 @@
 //!
 //!   Neither, or a wrong one → 401.
 //! - Body: one fluxd `Change` or a JSON list of 1 to [`MAX_CHANGES`] of them, decoded as fluxd
-//!   decodes one (`../shared/fluxd-contract.md` §2): keys matched case-insensitively, unknown keys
+//!   decodes one (`docs/fluxd.md` §2): keys matched case-insensitively, unknown keys
 //!   ignored, `Kind` exactly `git` or `image`, `Source` present (`null` = empty), `URL`, `Branch`,
 //!   `Domain`, `Image` strings when present; bytes after the first JSON value ignored. Each change is
 //!   re-encoded canonically (`{"Kind":"git","Source":{"URL":…,"Branch":…}}`) before it is sent;

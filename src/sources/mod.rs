@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use crate::change::Change;
 use crate::signature::{Key, StandardHeaders};
+pub use crate::text::{header_in, printable, Cause};
 
 /// Declares the closed set of sources once: the enum, its config names, and its dispatch.
 macro_rules! sources {
@@ -213,9 +214,6 @@ impl Outcome {
     }
 }
 
-/// A cause kept for the log, with its own `source()` chain.
-pub type Cause = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why a delivery was refused. The detail is for the log: it never holds a key or a MAC.
 #[derive(Debug)]
 pub enum Rejection {
@@ -289,14 +287,6 @@ impl Incoming {
     pub fn header(&self, name: &str) -> Option<&str> {
         header_in(&self.headers, name)
     }
-}
-
-/// The first header named `name` (ASCII case-insensitive) in a header list.
-pub fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 /// The value of the first of these headers that is present.
@@ -378,19 +368,6 @@ pub(crate) fn image_change(reference: &str) -> Result<Change, Rejection> {
     Change::image(reference).map_err(|e| malformed(format!("{e}: {:?}", printable(reference))))
 }
 
-/// A sender-chosen name (event, action, id) made safe for a reply and a log line: printable
-/// ASCII, at most 64 characters.
-pub fn printable(name: &str) -> String {
-    // Sized up front: collected char by char, a 36-character delivery id took 4 allocations.
-    let mut out = String::with_capacity(name.len().min(64));
-    out.extend(
-        name.chars()
-            .filter(|c| c.is_ascii_graphic() || *c == ' ')
-            .take(64),
-    );
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod testing {
     //! Helpers for the per-source unit tests.
@@ -449,19 +426,6 @@ mod tests {
             assert_eq!(Source::from_name(&source.name().to_lowercase()), None);
         }
         assert_eq!(Source::from_name("Github"), None);
-    }
-
-    #[test]
-    fn header_lookup_ignores_case() {
-        let incoming = testing::incoming(&[("x-github-event", "push")], b"");
-        assert_eq!(incoming.header("X-GitHub-Event"), Some("push"));
-        assert_eq!(incoming.header("X-Gitlab-Event"), None);
-    }
-
-    #[test]
-    fn printable_strips_control_bytes_and_bounds_length() {
-        assert_eq!(printable("issue\r\nX: y"), "issueX: y");
-        assert_eq!(printable(&"a".repeat(200)).len(), 64);
     }
 
     /// Strings of a sample payload that name things (not event words like `push`), grown

@@ -90,16 +90,12 @@ impl Redelivery {
                     if token > now {
                         due = Some(earliest(due, token));
                     } else {
-                        runs = state
-                            .drain_width
-                            .saturating_sub(state.draining)
-                            .min(state.share.saturating_sub(state.calls));
+                        runs = state.drain_width.saturating_sub(state.draining);
                     }
                 }
             }
         }
         state.draining += runs;
-        state.calls += runs;
         drop(state);
         self.release(lane, expired, Dropped::Expired);
         for _ in 0..runs {
@@ -117,7 +113,6 @@ impl Redelivery {
         if self.calls.submit(Priority::Background, job).is_err() {
             let mut state = lane.state();
             state.draining -= 1;
-            state.calls -= 1;
             if let Health::Down { ref mut trying, .. } = state.health {
                 *trying = false;
             }
@@ -194,7 +189,6 @@ impl Redelivery {
         }
         let mut state = lane.state();
         state.draining -= 1;
-        state.calls -= 1;
         if let Health::Down { ref mut trying, .. } = state.health {
             *trying = false;
         }
@@ -217,10 +211,7 @@ impl Redelivery {
             lanes.values().cloned().collect()
         };
         for lane in lanes.iter().filter(|l| l.pending() > 0) {
-            let mut state = lane.state();
-            state.draining += 1;
-            state.calls += 1;
-            drop(state);
+            lane.state().draining += 1;
             self.start_run(lane, Some(deadline));
         }
         // The runs end by the deadline; then nothing is in flight.

@@ -41,9 +41,11 @@ pub(super) enum Health {
 
 pub(super) struct State {
     pub(super) health: Health,
-    /// Calls in flight, from deliveries and from the backlog: at most `share`.
+    /// Deliveries' calls in flight, on handler threads: at most `share`, so that a hanging
+    /// downstream holds no more of the handlers.
     pub(super) calls: usize,
-    /// Backlog runs in flight: at most `drain_width`.
+    /// Backlog runs in flight, on callers: at most `drain_width`, so that a hanging downstream
+    /// holds no more of the callers, and a backlog never takes a delivery's slot.
     pub(super) draining: usize,
     pub(super) share: usize,
     pub(super) drain_width: usize,
@@ -236,8 +238,9 @@ impl Lane {
     }
 }
 
-/// A backlog drains with at most half the lane's share (at least one call), so that new
-/// deliveries keep the other half.
+/// A backlog drains with at most half the lane's share of calls at once (at least one), on the
+/// callers and besides the deliveries' own calls, so that it cannot flood a downstream that has
+/// just come back.
 fn drain_width(share: usize) -> usize {
     (share / 2).max(1)
 }

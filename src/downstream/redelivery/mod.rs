@@ -6,7 +6,8 @@
 //!   share of the handlers, so a hanging downstream holds no more, with redelivery on or off),
 //!   its rate (a token bucket of `--notify-rate` calls a second), and its backlog.
 //! - While a downstream answers, new changes go to it at once, concurrently, even while a
-//!   backlog drains in the background; the backlog drains at up to half its share at a time,
+//!   backlog drains in the background; the backlog drains at up to half its share at a time
+//!   (runs of their own, never taking a delivery's slot),
 //!   on the callers ([`Calls`]), within its rate.
 //! - A failed call marks it down: new changes join the backlog at once, and one try is made
 //!   after 1 s, doubling to 60 s, but at least every second while changes keep arriving. The
