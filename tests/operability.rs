@@ -678,7 +678,8 @@ fn a_dry_run_logs_what_each_downstream_would_get_and_sends_nothing() {
         (reply.status, reply.body.as_str()),
         (200, "OK (dry run: nothing was sent)")
     );
-    let log = server.stderr_with("would notify");
+    // The request line comes after the dry-run line.
+    let log = server.stderr_with("outcome=dry_run");
     assert!(
         log.contains("msg=\"dry run: deliveries are verified and parsed"),
         "{log}"
