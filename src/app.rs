@@ -82,9 +82,9 @@ impl Running {
         self.server.tls_files()
     }
 
-    /// Requests being handled right now.
-    pub fn busy(&self) -> usize {
-        self.server.busy()
+    /// Requests between a complete head and a written reply, right now.
+    pub fn in_flight(&self) -> usize {
+        self.server.in_flight()
     }
 
     /// Connections open right now.

@@ -97,7 +97,7 @@ fn run(serve: Serve) -> ExitCode {
         "stopping",
         &[
             ("signal", stop.word().into()),
-            ("in_flight", running.busy().into()),
+            ("in_flight", running.in_flight().into()),
             ("grace_s", serve.shutdown_grace.as_secs_f64().into()),
         ],
     );

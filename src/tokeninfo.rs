@@ -5,7 +5,7 @@
 //! - what can be refused without a call is: a token that is not three base64url parts of a JWT,
 //!   or whose `aud`, `iss` (Google's) or `exp` (in the past) is wrong, read without trusting it;
 //! - results are cached by a hash of the token: a yes until the token expires, a no for a
-//!   minute ([`REFUSAL_CACHED`]);
+//!   minute ([`DENIAL_CACHED`]);
 //! - at most [`MAX_CHECKS`] calls at once; past that the delivery is answered `503` with
 //!   `Retry-After` (Pub/Sub retries), and the delivery layer makes the check on the connection's
 //!   thread, before the body is read, not on the handler pool.
@@ -30,8 +30,8 @@ use crate::sources::{Cause, TokenCheck};
 
 /// Calls to tokeninfo at once, for all endpoints.
 pub const MAX_CHECKS: usize = 2;
-/// How long a refusal is remembered.
-const REFUSAL_CACHED: Duration = Duration::from_secs(60);
+/// How long a denial is remembered.
+const DENIAL_CACHED: Duration = Duration::from_secs(60);
 /// Tokens remembered at once (a yes lives an hour at most, as Google's tokens do).
 const MAX_CACHED: usize = 4096;
 /// The issuers of Google-signed ID tokens.
@@ -197,7 +197,7 @@ impl Tokeninfo {
                 Ok(()),
                 now + Duration::from_secs(exp.saturating_sub(unix_now()).min(3600)),
             )),
-            Err(Checked::Refused(why)) => Some((Err(why.to_string()), now + REFUSAL_CACHED)),
+            Err(Checked::Denied(why)) => Some((Err(why.to_string()), now + DENIAL_CACHED)),
             // tokeninfo could not be asked: not the token's fault, nothing to remember.
             Err(Checked::Failed(_)) => None,
         };
@@ -213,7 +213,7 @@ impl Tokeninfo {
         }
         match checked {
             Ok(()) => Verdict::Valid,
-            Err(Checked::Refused(why)) => Verdict::Invalid(why),
+            Err(Checked::Denied(why)) => Verdict::Invalid(why),
             Err(Checked::Failed(cause)) => Verdict::Invalid(cause),
         }
     }
@@ -226,19 +226,19 @@ impl Tokeninfo {
 /// How a call to tokeninfo did not say yes.
 enum Checked {
     /// It answered no (or something that is not a yes): remembered for a while.
-    Refused(Cause),
+    Denied(Cause),
     /// It could not be asked (unreachable, timed out): not remembered.
     Failed(Cause),
 }
 
 /// Why tokeninfo's answer was not a yes, with the underlying error when there is one.
 #[derive(Debug)]
-struct Refused {
+struct Denied {
     why: &'static str,
     cause: Option<Cause>,
 }
 
-impl std::fmt::Display for Refused {
+impl std::fmt::Display for Denied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.cause {
             Some(cause) => write!(f, "{}: {cause}", self.why),
@@ -247,7 +247,7 @@ impl std::fmt::Display for Refused {
     }
 }
 
-impl std::error::Error for Refused {
+impl std::error::Error for Denied {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.cause
             .as_deref()
@@ -256,12 +256,12 @@ impl std::error::Error for Refused {
 }
 
 fn refused(why: &'static str) -> Cause {
-    Box::new(Refused { why, cause: None })
+    Box::new(Denied { why, cause: None })
 }
 
 fn failed(why: &'static str) -> impl FnOnce(ureq::Error) -> Cause {
     move |e| {
-        Box::new(Refused {
+        Box::new(Denied {
             why,
             cause: Some(Box::new(e)),
         })
@@ -277,7 +277,7 @@ fn check(url: &str, token: &str, audience: &str, email: Option<&str>) -> Result<
         .map_err(|e| Checked::Failed(failed("tokeninfo request failed")(e)))?;
     let status = response.status().as_u16();
     if status != 200 {
-        return Err(Checked::Refused(
+        return Err(Checked::Denied(
             format!("tokeninfo refused the token with status {status}").into(),
         ));
     }
@@ -288,12 +288,12 @@ fn check(url: &str, token: &str, audience: &str, email: Option<&str>) -> Result<
         .read_to_vec()
         .map_err(|e| Checked::Failed(failed("tokeninfo reply unreadable")(e)))?;
     let info: TokenInfo = serde_json::from_slice(&body).map_err(|e| {
-        Checked::Refused(Box::new(Refused {
+        Checked::Denied(Box::new(Denied {
             why: "tokeninfo reply is not the expected JSON",
             cause: Some(Box::new(e)),
         }))
     })?;
-    let no = |why| Err(Checked::Refused(refused(why)));
+    let no = |why| Err(Checked::Denied(refused(why)));
     if info.aud.as_deref() != Some(audience) {
         return no("token audience does not match gcr.audience");
     }

@@ -41,8 +41,8 @@ pub enum Ending {
     Timeout,
     /// Past `--max-connections`, or no memory budget for the body in time.
     Overloaded(&'static str),
-    /// A downstream refused a change for good (a 4xx, a redirect, a reply that makes no sense).
-    Refused { changes: usize, cause: Cause },
+    /// A downstream declined a change for good (a 4xx, a redirect, a reply that makes no sense).
+    Declined { changes: usize, cause: Cause },
     /// A change could not be queued for redelivery: the queue is full.
     QueueFull { changes: usize, cause: Cause },
     /// Redelivery off: a downstream is over its rate (`--notify-rate`); try again.
@@ -120,7 +120,7 @@ pub fn verdict(ending: &Ending) -> Verdict {
         Ending::HeadTooLarge => (431, "Request header fields too large", "head_too_large"),
         Ending::Timeout => (408, "Request timeout", "timeout"),
         Ending::Overloaded(_) => (503, "Server busy, try again", "overloaded"),
-        Ending::Refused { .. } => (
+        Ending::Declined { .. } => (
             502,
             "A downstream did not accept the notification",
             "refused",
@@ -164,7 +164,7 @@ impl Ending {
             Ending::Notified { changes }
             | Ending::DryRun { changes }
             | Ending::Queued { changes, .. }
-            | Ending::Refused { changes, .. }
+            | Ending::Declined { changes, .. }
             | Ending::QueueFull { changes, .. }
             | Ending::Throttled { changes, .. }
             | Ending::Failed { changes, .. }
@@ -185,7 +185,7 @@ impl std::fmt::Display for Ending {
             Ending::Overloaded(why) => f.write_str(why),
             Ending::Unauthorized(cause) | Ending::BadRequest(cause) => cause.fmt(f),
             Ending::Queued { cause, .. }
-            | Ending::Refused { cause, .. }
+            | Ending::Declined { cause, .. }
             | Ending::QueueFull { cause, .. }
             | Ending::Throttled { cause, .. }
             | Ending::Failed { cause, .. }
@@ -207,7 +207,7 @@ impl std::error::Error for Ending {
         match self {
             Ending::Unauthorized(cause) | Ending::BadRequest(cause) => Some(cause.as_ref()),
             Ending::Queued { cause, .. }
-            | Ending::Refused { cause, .. }
+            | Ending::Declined { cause, .. }
             | Ending::QueueFull { cause, .. }
             | Ending::Throttled { cause, .. }
             | Ending::Failed { cause, .. }
@@ -250,7 +250,7 @@ mod tests {
             (Ending::HeadTooLarge, 431),
             (Ending::Overloaded("x"), 503),
             (
-                Ending::Refused {
+                Ending::Declined {
                     changes: n,
                     cause: cause(),
                 },

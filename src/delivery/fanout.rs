@@ -17,7 +17,7 @@ use super::routes::{Route, Table, Target};
 use crate::change::Change;
 use crate::downstream::calls::{Calls, Priority};
 use crate::downstream::redelivery::{Admit, Lane, Redelivery, Wait};
-use crate::downstream::{lock, Class, Downstream, OnRefused, Sent};
+use crate::downstream::{lock, Class, Downstream, OnConnectionRefused, Sent};
 use crate::log;
 use crate::metrics;
 use crate::verdict::Ending;
@@ -31,7 +31,7 @@ enum Severity {
     Failed,
     Throttled,
     QueueFull,
-    Refused,
+    Declined,
 }
 
 /// Why a downstream did not take its changes at once; made only when one did not.
@@ -257,15 +257,15 @@ fn notify_one(
         Admit::Refuse(wait) => {
             let severity = match wait {
                 Wait::Throttled => Severity::Throttled,
-                Wait::Down { .. } | Wait::Busy => Severity::Failed,
+                Wait::Down { .. } | Wait::ShareTaken => Severity::Failed,
             };
             return Some(failure(severity, What::Waiting(wait)));
         }
     };
     let on_refused = if redelivery.enabled() {
-        OnRefused::GiveUp
+        OnConnectionRefused::GiveUp
     } else {
-        OnRefused::Retry
+        OnConnectionRefused::Retry
     };
     for (index, change) in wanted.iter().enumerate() {
         let started = Instant::now();
@@ -293,7 +293,7 @@ fn notify_one(
             Class::Transient => failure(Severity::Failed, what),
             _ => {
                 redelivery.answered(lane);
-                failure(Severity::Refused, what)
+                failure(Severity::Declined, what)
             }
         });
     }
@@ -345,7 +345,7 @@ fn combine(changes: usize, failures: Vec<Failure>) -> Ending {
     }
     let cause = Box::new(Failures(failures));
     match worst {
-        Severity::Refused => Ending::Refused { changes, cause },
+        Severity::Declined => Ending::Declined { changes, cause },
         Severity::QueueFull => Ending::QueueFull { changes, cause },
         Severity::Throttled => Ending::Throttled { changes, cause },
         Severity::Failed => Ending::Failed { changes, cause },
@@ -405,7 +405,7 @@ impl std::fmt::Display for Failure {
                 f,
                 "down since a call failed; queued behind {pending} change(s) waiting for redelivery"
             )?,
-            What::Waiting(Wait::Busy) => {
+            What::Waiting(Wait::ShareTaken) => {
                 f.write_str("its share of calls is already waiting on it")?
             }
             What::Waiting(Wait::Throttled) => {

@@ -69,10 +69,10 @@ impl Kind {
     /// What a permanent refusal from this kind of downstream usually means, for the log.
     pub fn explain(&self, sent: &Sent) -> Option<&'static str> {
         match (self, sent) {
-            (Kind::Receiver { .. }, Sent::Rejected(400 | 401 | 403)) => Some(
+            (Kind::Receiver { .. }, Sent::Declined(400 | 401 | 403)) => Some(
                 "a Flux v2 Receiver refuses a notification whose X-Signature does not match its token: compare the downstream's keyPath file with the Receiver's Secret, byte for byte",
             ),
-            (Kind::Receiver { .. }, Sent::Rejected(404)) => Some(
+            (Kind::Receiver { .. }, Sent::Declined(404)) => Some(
                 "no Receiver has this webhook path: check fluxReceiver against the Receiver's status.webhookPath",
             ),
             _ => None,
@@ -125,8 +125,8 @@ pub use crate::text::Cause;
 pub enum Sent {
     /// 200, 201, 202 or 204, with an empty or JSON body.
     Accepted,
-    /// Any other status.
-    Rejected(u16),
+    /// Any other status: the downstream declined the change.
+    Declined(u16),
     /// A success status whose reply was not JSON, cut, or malformed.
     Garbled(Cause),
     /// No connection could be made, or it broke before a reply.
@@ -159,8 +159,8 @@ impl Sent {
         match self {
             Sent::Accepted => Class::Delivered,
             Sent::Unreachable { .. } | Sent::TimedOut => Class::Transient,
-            Sent::Rejected(408 | 429 | 500..=599) => Class::Transient,
-            Sent::Rejected(_) | Sent::Garbled(_) => Class::Permanent,
+            Sent::Declined(408 | 429 | 500..=599) => Class::Transient,
+            Sent::Declined(_) | Sent::Garbled(_) => Class::Permanent,
         }
     }
 
@@ -171,7 +171,7 @@ impl Sent {
     pub fn result_word(&self) -> &'static str {
         match self {
             Sent::Accepted => "ok",
-            Sent::Rejected(_) | Sent::Garbled(_) => "rejected",
+            Sent::Declined(_) | Sent::Garbled(_) => "rejected",
             Sent::Unreachable { .. } => "unreachable",
             Sent::TimedOut => "timed_out",
         }
@@ -182,7 +182,7 @@ impl std::fmt::Display for Sent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Sent::Accepted => f.write_str("accepted"),
-            Sent::Rejected(status) => write!(f, "rejected it with status {status}"),
+            Sent::Declined(status) => write!(f, "rejected it with status {status}"),
             Sent::Garbled(why) => write!(f, "answered with a malformed reply: {why}"),
             Sent::Unreachable { cause, attempts: 1 } => write!(f, "unreachable: {cause}"),
             Sent::Unreachable { cause, attempts } => {
@@ -198,7 +198,7 @@ impl std::fmt::Display for Sent {
 
 /// What to do when the connection is refused (nothing was sent, so trying again is safe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnRefused {
+pub enum OnConnectionRefused {
     /// Try again with a short back-off until the deadline (a restarting fluxd).
     Retry,
     /// Report it at once (it will be redelivered in the background).
@@ -244,16 +244,16 @@ impl Downstream {
         &self,
         change: &Change,
         deadline: Instant,
-        on_refused: OnRefused,
+        on_refused: OnConnectionRefused,
         request_id: Option<&str>,
     ) -> Sent {
         let mut wait = RETRY_FIRST;
         let mut attempts = 1;
         loop {
             match self.attempt(change, deadline, request_id) {
-                Attempt::Refused(cause) => {
+                Attempt::ConnectionRefused(cause) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if on_refused == OnRefused::GiveUp || left <= wait {
+                    if on_refused == OnConnectionRefused::GiveUp || left <= wait {
                         return Sent::Unreachable {
                             cause: Box::new(cause),
                             attempts,
@@ -304,13 +304,13 @@ impl Downstream {
         let mut response = match sent {
             Ok(response) => response,
             Err(ureq::Error::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Attempt::Refused(io)
+                return Attempt::ConnectionRefused(io)
             }
             Err(other) => return Attempt::Done(classify(other)),
         };
         let status = response.status().as_u16();
         if !matches!(status, 200 | 201 | 202 | 204) {
-            return Attempt::Done(Sent::Rejected(status));
+            return Attempt::Done(Sent::Declined(status));
         }
         let reply = response
             .body_mut()
@@ -333,14 +333,14 @@ impl Downstream {
 /// How one attempt ended.
 enum Attempt {
     /// Connection refused: nothing reached the downstream.
-    Refused(std::io::Error),
+    ConnectionRefused(std::io::Error),
     Done(Sent),
 }
 
 fn classify(error: ureq::Error) -> Sent {
     match error {
         ureq::Error::Timeout(_) => Sent::TimedOut,
-        ureq::Error::StatusCode(status) => Sent::Rejected(status),
+        ureq::Error::StatusCode(status) => Sent::Declined(status),
         ureq::Error::Io(e) => classify_io(e),
         e @ (ureq::Error::Protocol(_) | ureq::Error::BodyExceedsLimit(_)) => {
             Sent::Garbled(Box::new(e))
@@ -386,13 +386,13 @@ mod tests {
                 },
                 Class::Transient,
             ),
-            (Sent::Rejected(500), Class::Transient),
-            (Sent::Rejected(503), Class::Transient),
-            (Sent::Rejected(429), Class::Transient),
-            (Sent::Rejected(408), Class::Transient),
-            (Sent::Rejected(400), Class::Permanent),
-            (Sent::Rejected(404), Class::Permanent),
-            (Sent::Rejected(302), Class::Permanent),
+            (Sent::Declined(500), Class::Transient),
+            (Sent::Declined(503), Class::Transient),
+            (Sent::Declined(429), Class::Transient),
+            (Sent::Declined(408), Class::Transient),
+            (Sent::Declined(400), Class::Permanent),
+            (Sent::Declined(404), Class::Permanent),
+            (Sent::Declined(302), Class::Permanent),
             (Sent::Garbled("x".into()), Class::Permanent),
         ] {
             assert_eq!(sent.class(), class, "{sent:?}");

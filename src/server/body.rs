@@ -5,8 +5,8 @@ use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use super::conn::{Conn, DeadlineReader, ReadError, Transport};
 use super::http::{Framing, MAX_HEAD_BYTES};
+use super::stream::{Conn, DeadlineReader, ReadError, Transport};
 use super::Refusal;
 
 /// A chunk-size line longer than this (extensions included) is refused (→ 400).
@@ -244,7 +244,7 @@ fn is_header_field(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::conn::MemoryTransport;
+    use crate::server::stream::MemoryTransport;
     use std::time::Duration;
 
     fn chunked(bytes: &[u8]) -> Result<Vec<u8>, String> {

@@ -207,7 +207,7 @@ impl Clients {
 
 impl Ticket {
     /// Between requests: this connection may be closed for a newcomer.
-    pub(super) fn idle(&self) {
+    pub(super) fn between_requests(&self) {
         let since = self.clients.started.elapsed().as_nanos() as u64 + 1;
         let _ = self
             .idle
@@ -215,7 +215,7 @@ impl Ticket {
     }
 
     /// A request has started: not to be closed. False when it was closed for a newcomer.
-    pub(super) fn busy(&self) -> bool {
+    pub(super) fn in_request(&self) -> bool {
         self.idle.swap(0, Ordering::SeqCst) != EVICTED
     }
 }

@@ -13,10 +13,10 @@ use std::time::Instant;
 
 use super::body::{read_body, BodyBuf};
 use super::clients::{Clients, Ticket};
-use super::conn::{Conn, ReadError, Socket, Stream};
 use super::http::{framing, write_reply, After, Asked, Framing, Head};
 use super::pool::Reply;
-use super::{Begin, Busy, Listener, Refusal, Request, Response, Shared, Work, KEEP_ALIVE_IDLE};
+use super::stream::{Conn, ReadError, Socket, Stream};
+use super::{Begin, Counted, Listener, Refusal, Request, Response, Shared, Work, KEEP_ALIVE_IDLE};
 use super::{MAX_CONNECTION_AGE, MAX_REQUESTS_PER_CONNECTION};
 
 pub(super) fn serve(stream: Arc<TcpStream>, shared: &Shared, listener: Listener, ticket: &Ticket) {
@@ -30,9 +30,9 @@ pub(super) fn serve(stream: Arc<TcpStream>, shared: &Shared, listener: Listener,
     for served in 1.. {
         // The first request's clock starts at accept; later ones when their first byte arrives.
         if served > 1 {
-            ticket.idle();
+            ticket.between_requests();
             let arrived = conn.await_request(Instant::now() + KEEP_ALIVE_IDLE);
-            if !ticket.busy() || !arrived {
+            if !ticket.in_request() || !arrived {
                 return;
             }
         }
@@ -122,7 +122,7 @@ fn serve_one(
         },
         false => None,
     };
-    let _busy = Busy::new(&shared.busy);
+    let _busy = Counted::new(&shared.in_flight);
     let framing = match framing(&head) {
         Ok(framing) => framing,
         Err(refusal) => return refuse(conn, refusal),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::body::{read_body, BodyBuf, Budget, BODY_FIRST_ALLOCATION};
-use super::conn::{Conn, MemoryTransport, ReadError};
 use super::http::{framing, Framing};
+use super::stream::{Conn, MemoryTransport, ReadError};
 use super::{Listener, Refusal};
 
 /// One request framed from bytes, as the server would read it off a socket.

@@ -1,5 +1,5 @@
 //! HTTP/1.1 messages: the request head, the framing rules (`Content-Length` or `chunked`, never
-//! both) and the replies. Bytes are read in `conn.rs`, bodies in `body.rs`. No routing, no
+//! both) and the replies. Bytes are read in `stream.rs`, bodies in `body.rs`. No routing, no
 //! providers.
 
 use std::io::{self, Write};

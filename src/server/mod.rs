@@ -20,18 +20,18 @@ use crate::log;
 mod accept;
 mod body;
 mod clients;
-mod conn;
 mod connection;
 mod frame;
 mod http;
 mod pool;
+mod stream;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use conn::{MemoryTransport, Transport};
 pub use frame::{frame_request, Framed};
 pub use http::MAX_HEAD_BYTES;
 pub use http::{Head, MAX_HEADERS};
+pub use stream::{MemoryTransport, Transport};
 
 /// How long an idle keep-alive connection is kept open between requests.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
@@ -174,17 +174,18 @@ pub trait Work: Send {
     fn refuse(self: Box<Self>, refusal: Refusal) -> Response;
 }
 
-/// Counts one piece of work in progress (a request, a pool job) while alive, however it ends.
-struct Busy<'a>(&'a AtomicUsize);
+/// Counts one piece of work in progress (a request in flight, a work running) while alive,
+/// however it ends.
+struct Counted<'a>(&'a AtomicUsize);
 
-impl<'a> Busy<'a> {
-    fn new(counter: &'a AtomicUsize) -> Busy<'a> {
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Counted<'a> {
         counter.fetch_add(1, Ordering::SeqCst);
-        Busy(counter)
+        Counted(counter)
     }
 }
 
-impl Drop for Busy<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -230,7 +231,7 @@ struct Shared {
     opts: Options,
     clients: Arc<clients::Clients>,
     /// Requests between a complete head and a written reply (what a stop waits for).
-    busy: AtomicUsize,
+    in_flight: AtomicUsize,
     stopping: AtomicBool,
     pool: pool::Pool,
     budget: Arc<body::Budget>,
@@ -247,7 +248,7 @@ impl Shared {
     fn status(&self) -> Status {
         Status {
             open_connections: self.clients.open.load(Ordering::SeqCst),
-            busy_handlers: self.pool.busy(),
+            busy_handlers: self.pool.running(),
             stopping: self.stopping.load(Ordering::SeqCst),
         }
     }
@@ -290,7 +291,7 @@ impl Server {
             #[cfg(feature = "tls")]
             tls,
             clients: Arc::new(clients::Clients::new()),
-            busy: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         });
         Ok(Server {
@@ -372,22 +373,22 @@ impl Running {
         self.stop_accepting();
         let deadline = Instant::now() + grace;
         loop {
-            let busy = self.busy();
-            if busy == 0 {
+            let in_flight = self.in_flight();
+            if in_flight == 0 {
                 // Nothing left for the handler pool: its threads are joined.
                 self.shared.pool.close();
                 return 0;
             }
             if Instant::now() >= deadline {
-                return busy;
+                return in_flight;
             }
             thread::sleep(Duration::from_millis(10));
         }
     }
 
-    /// Requests being handled right now.
-    pub fn busy(&self) -> usize {
-        self.shared.busy.load(Ordering::SeqCst)
+    /// Requests between a complete head and a written reply, right now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
     }
 
     /// The server's view of itself.

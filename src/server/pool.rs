@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use super::body::Reservation;
-use super::{Busy, Refusal, Request, Response, Work};
+use super::{Counted, Refusal, Request, Response, Work};
 use crate::log;
 use crate::sync::lock;
 
@@ -134,7 +134,7 @@ impl Pool {
         }
     }
 
-    pub(super) fn busy(&self) -> usize {
+    pub(super) fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }
 
@@ -200,7 +200,7 @@ fn run_caught(
     body: Reservation,
     running: &AtomicUsize,
 ) -> Response {
-    let busy = Busy::new(running);
+    let busy = Counted::new(running);
     let response = catch_unwind(AssertUnwindSafe(|| work.run(request)))
         .or_else(|_| catch_unwind(AssertUnwindSafe(|| work.refuse(Refusal::Panic))))
         .unwrap_or_else(|_| Response::text(500, "Internal server error"));
@@ -311,7 +311,7 @@ mod tests {
             let expected: Vec<String> = (0..50).map(|i| format!("c{n}-{i}")).collect();
             assert_eq!(bodies, expected);
         }
-        assert_eq!(pool.busy(), 0);
+        assert_eq!(pool.running(), 0);
     }
 
     /// A panic, then a panic in the refusal too, are answered, and the next job is served.
@@ -382,7 +382,7 @@ mod tests {
             .name("holder".into())
             .spawn(move || call(&pool2, &Arc::new(Reply::default()), held, "/"))
             .unwrap();
-        while pool.busy() == 0 {
+        while pool.running() == 0 {
             thread::yield_now();
         }
         let (pool3, queued) = (Arc::clone(&pool), work());
@@ -390,13 +390,13 @@ mod tests {
             .name("caller".into())
             .spawn(move || call(&pool3, &Arc::new(Reply::default()), queued, "/"))
             .unwrap();
-        while pool.busy() < 2 {
+        while pool.running() < 2 {
             thread::yield_now();
         }
         open(&gate);
         assert_eq!(&*holder.join().unwrap().body, "holder");
         assert!(caller.join().unwrap().body.starts_with("handler-"));
-        assert_eq!(pool.busy(), 0);
+        assert_eq!(pool.running(), 0);
     }
 
     type Gate = Arc<(Mutex<bool>, Condvar)>;
@@ -440,17 +440,17 @@ mod tests {
             })
             .collect();
         // With the gate shut, two works start and the six other callers wait.
-        while pool.busy() < 2 {
+        while pool.running() < 2 {
             thread::yield_now();
         }
         thread::sleep(std::time::Duration::from_millis(50));
-        assert_eq!((now.load(Ordering::SeqCst), pool.busy()), (2, 2));
+        assert_eq!((now.load(Ordering::SeqCst), pool.running()), (2, 2));
         open(&gate);
         for caller in callers {
             assert_eq!(caller.join().unwrap(), vec![200; 20]);
         }
         assert_eq!(most.load(Ordering::SeqCst), 2);
-        assert_eq!(pool.busy(), 0);
+        assert_eq!(pool.running(), 0);
     }
 
     #[test]
@@ -466,14 +466,14 @@ mod tests {
             }),
         );
         let holder = thread::spawn(move || call(&pool2, &Arc::new(Reply::default()), held, "/"));
-        while pool.busy() == 0 {
+        while pool.running() == 0 {
             thread::yield_now();
         }
         // Not alone: these go to the pool's one free thread.
         panics_are_answered(&pool);
         open(&gate);
         assert_eq!(holder.join().unwrap().status, 200);
-        assert_eq!(pool.busy(), 0);
+        assert_eq!(pool.running(), 0);
     }
 
     #[test]

@@ -120,10 +120,10 @@ fn server_config(files: &TlsFiles) -> Result<(ServerConfig, Vec<u8>), String> {
 /// half a ClientHello holds its connection no longer than an unfinished head would); `None`
 /// when it does not complete (plain HTTP, an old protocol version: rustls has sent its alert).
 pub(super) fn handshake(
-    socket: super::conn::Socket,
+    socket: super::stream::Socket,
     config: Arc<ServerConfig>,
     deadline: std::time::Instant,
-) -> Option<super::conn::Stream> {
+) -> Option<super::stream::Stream> {
     use std::io::ErrorKind;
     let mut tls = rustls::ServerConnection::new(config).ok()?;
     let mut socket = socket;
@@ -144,7 +144,7 @@ pub(super) fn handshake(
             Err(_) => return None,
         }
     }
-    Some(super::conn::Stream::Tls(Box::new(
+    Some(super::stream::Stream::Tls(Box::new(
         rustls::StreamOwned::new(tls, socket),
     )))
 }

@@ -11,7 +11,8 @@
 //!   any other JSON object (the body of the portal's Ping is not documented) → 200 ignored.
 //! - Docs: <https://learn.microsoft.com/azure/container-registry/container-registry-webhook-reference>.
 
-use super::registry::{authorize, Event, Pushed, Scheme, NO_HOST};
+use super::authorization::{authorize, Scheme};
+use super::events::{Event, Pushed, NO_HOST};
 use super::{decode_json, image_change, printable, Incoming, Outcome, RegistryHost};
 use super::{Rejection, Settings};
 

@@ -17,7 +17,7 @@
 
 use serde::Deserialize;
 
-use super::registry::{authorize, Scheme};
+use super::authorization::{authorize, Scheme};
 use super::{bounded_name, decode_json, printable, Bounded, Changes};
 use super::{Incoming, Outcome, RegistryHost, Rejection, Settings};
 use crate::change::Change;

@@ -19,7 +19,8 @@
 
 use serde::Deserialize;
 
-use super::registry::{authorize, distinct_changes, Event, Pushed, Scheme, NO_HOST};
+use super::authorization::{authorize, Scheme};
+use super::events::{distinct_changes, Event, Pushed, NO_HOST};
 use super::{decode_json, Bounded, Incoming, Outcome, RegistryHost, Rejection, Settings};
 
 /// Payloads name the host the registry saw; `registryHost` replaces it.

@@ -9,12 +9,14 @@
 
 pub mod acr;
 pub mod artifactory;
+mod authorization;
 pub mod azure_devops;
 pub mod bitbucket_cloud;
 pub mod bitbucket_server;
 mod bounds;
 pub mod distribution;
 pub mod dockerhub;
+mod events;
 pub mod gcr;
 pub mod generic;
 pub mod gitea;
@@ -23,7 +25,6 @@ pub mod gitlab;
 pub mod harbor;
 pub mod nexus;
 pub mod quay;
-mod registry;
 pub mod zot;
 
 pub(crate) use bounds::{bounded_name, Bounded, Changes};

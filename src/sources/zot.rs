@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 
-use super::registry::{authorize, Scheme};
+use super::authorization::{authorize, Scheme};
 use super::{decode_json, first_header, image_change, malformed, printable};
 use super::{Incoming, Outcome, RegistryHost, Rejection, Settings};
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::lane::{Entry, Health};
 use super::{Dropped, Lane, Redelivery};
 use crate::downstream::calls::Priority;
-use crate::downstream::{lock, Class, OnRefused};
+use crate::downstream::{lock, Class, OnConnectionRefused};
 
 impl Redelivery {
     pub(super) fn wake(&self) {
@@ -149,9 +149,12 @@ impl Redelivery {
             let deadline = until.map_or(started + self.limits.timeout, |u| {
                 u.min(started + self.limits.timeout)
             });
-            let sent =
-                lane.downstream()
-                    .send(&change, deadline, OnRefused::GiveUp, request_id.as_deref());
+            let sent = lane.downstream().send(
+                &change,
+                deadline,
+                OnConnectionRefused::GiveUp,
+                request_id.as_deref(),
+            );
             self.observer
                 .tried(&lane.name, &change, &sent, started.elapsed());
             let mut state = lane.state();
@@ -182,7 +185,7 @@ impl Redelivery {
                         }
                         _ => self
                             .observer
-                            .dropped(&lane.name, &change, Dropped::Rejected, waited),
+                            .dropped(&lane.name, &change, Dropped::Declined, waited),
                     }
                 }
             }

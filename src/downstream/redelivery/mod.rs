@@ -49,8 +49,8 @@ use spool::Spool;
 pub enum Dropped {
     /// `--redeliver-for` passed.
     Expired,
-    /// The downstream refused it for good on a later try.
-    Rejected,
+    /// The downstream declined it for good on a later try.
+    Declined,
     /// The queue was full when it failed.
     QueueFull,
     /// Still pending when the process stopped (without a spool).
@@ -64,7 +64,7 @@ pub enum Dropped {
 impl Dropped {
     pub const ALL: [Dropped; 6] = [
         Dropped::Expired,
-        Dropped::Rejected,
+        Dropped::Declined,
         Dropped::QueueFull,
         Dropped::Shutdown,
         Dropped::Removed,
@@ -75,7 +75,7 @@ impl Dropped {
     pub fn word(self) -> &'static str {
         match self {
             Dropped::Expired => "expired",
-            Dropped::Rejected => "rejected",
+            Dropped::Declined => "rejected",
             Dropped::QueueFull => "queue_full",
             Dropped::Shutdown => "shutdown",
             Dropped::Removed => "removed",
@@ -127,7 +127,7 @@ pub enum Wait {
     /// A call failed and it has not answered since; `pending` changes wait for it.
     Down { pending: usize },
     /// Its share of calls is already waiting on it.
-    Busy,
+    ShareTaken,
     /// Its rate is used up for now.
     Throttled,
 }
@@ -269,7 +269,7 @@ impl Redelivery {
             }
         }
         if state.calls >= state.share {
-            return wait(Wait::Busy);
+            return wait(Wait::ShareTaken);
         }
         if !state.bucket.take(n, Instant::now()) {
             return wait(Wait::Throttled);
