@@ -152,9 +152,36 @@ fn downstream(
 }
 
 /// A downstream's kind: fluxd, or a receiver with its token (and the token file's path).
+/// The kinds of downstream, each named by the config field that holds its URL (`fluxd`,
+/// `fluxReceiver`): exactly one of them is set.
+enum Named {
+    Fluxd(String),
+    Receiver(String),
+}
+
+fn named(raw: &mut RawDownstream) -> Result<Named, String> {
+    let set: Vec<Named> = [
+        raw.fluxd.take().map(Named::Fluxd),
+        raw.flux_receiver.take().map(Named::Receiver),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match <[Named; 1]>::try_from(set) {
+        Ok([one]) => Ok(one),
+        Err(set) if set.is_empty() => Err(format!(
+            "set fluxd (a Flux v1 API URL such as {DEFAULT_API}) or fluxReceiver (a Flux v2 Receiver's URL)"
+        )),
+        Err(_) => Err(
+            "both fluxd and fluxReceiver are set; a downstream is one of them, so split it in two"
+                .into(),
+        ),
+    }
+}
+
 fn kind(
     label: &str,
-    raw: RawDownstream,
+    mut raw: RawDownstream,
     dir: &Path,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
@@ -163,21 +190,15 @@ fn kind(
         problems.push(format!("{label}: {text}"));
         None
     };
-    match (raw.fluxd, raw.flux_receiver, raw.key_path) {
-        (Some(_), Some(_), _) => problem(
-            "both fluxd and fluxReceiver are set; a downstream is one of them, so split it in two"
-                .into(),
-        ),
-        (None, None, _) => problem(format!(
-            "set fluxd (a Flux v1 API URL such as {DEFAULT_API}) or fluxReceiver (a Flux v2 Receiver's URL)"
-        )),
-        (Some(_), None, Some(_)) => problem(
+    match (named(&mut raw), raw.key_path) {
+        (Err(text), _) => problem(text),
+        (Ok(Named::Fluxd(_)), Some(_)) => problem(
             "keyPath only applies to fluxReceiver (fluxd's API takes no token); remove it".into(),
         ),
-        (None, Some(_), None) => problem(
+        (Ok(Named::Receiver(_)), None) => problem(
             "fluxReceiver needs keyPath: a file holding the token of the Receiver's Secret".into(),
         ),
-        (Some(api), None, None) => {
+        (Ok(Named::Fluxd(api)), None) => {
             let api = http_url(label, "fluxd", api, problems)?;
             Some((
                 Kind::Fluxd {
@@ -186,7 +207,7 @@ fn kind(
                 None,
             ))
         }
-        (None, Some(url), Some(path)) => {
+        (Ok(Named::Receiver(url)), Some(path)) => {
             let url = http_url(label, "fluxReceiver", url, problems)?;
             if let Err(why) = check_webhook_path(&url) {
                 problems.push(format!(
