@@ -441,8 +441,9 @@ fn forged_gcr_tokens_cost_no_call_and_slow_checks_hold_no_handler() {
     );
 
     // Two slow checks hold both slots; a third is 503 at once; a GitHub ping is not delayed.
-    // Two distinct tokens that the stand-in answers slowly (their expiry differs).
-    let slow_tokens = [3600, 3599].map(|exp| google_jwt("slow", GCR_AUDIENCE, google, exp));
+    // Two distinct tokens that the stand-in answers slowly (their expiry differs, by more than a
+    // clock tick between the two makings could close).
+    let slow_tokens = [3600, 3500].map(|exp| google_jwt("slow", GCR_AUDIENCE, google, exp));
     let slow: Vec<_> = slow_tokens
         .iter()
         .map(|token| {
@@ -455,7 +456,7 @@ fn forged_gcr_tokens_cost_no_call_and_slow_checks_hold_no_handler() {
         tokeninfo.requests().len() == 2
     });
     let started = Instant::now();
-    let busy = push(&google_jwt("good", GCR_AUDIENCE, google, 3598));
+    let busy = push(&google_jwt("good", GCR_AUDIENCE, google, 3400));
     assert_eq!(busy.status, 503, "{busy:?}");
     assert_eq!(busy.header("Retry-After"), Some("1"));
     let (ping, took) = send_ping(server.addr, KEY, 200);

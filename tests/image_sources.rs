@@ -357,10 +357,12 @@ fn gcr_with_audience_checks_the_token_at_tokeninfo() {
     let route = route_of(KEY, "");
     let google = "https://accounts.google.com";
     let bearer = |token: &str| format!("Bearer {token}");
+    // Made once: a token made a second later would differ in its expiry, and so in the cache.
+    let good = gcr_token("good");
     let cases = [
-        (Some(bearer(&gcr_token("good"))), 200, true),
+        (Some(bearer(&good)), 200, true),
         // Cached: no second call.
-        (Some(format!("bearer {}", gcr_token("good"))), 200, false),
+        (Some(format!("bearer {good}")), 200, false),
         (Some(bearer(&gcr_token("wrong-aud"))), 401, true),
         (Some(bearer(&gcr_token("wrong-email"))), 401, true),
         (Some(bearer(&gcr_token("unverified"))), 401, true),
@@ -421,10 +423,7 @@ fn gcr_with_audience_checks_the_token_at_tokeninfo() {
     // The token went out as id_token, on a GET.
     let first = &tokeninfo.requests()[0];
     assert_eq!(first.method, "GET");
-    assert_eq!(
-        first.path,
-        format!("/tokeninfo?id_token={}", gcr_token("good"))
-    );
+    assert_eq!(first.path, format!("/tokeninfo?id_token={good}"));
     server.stop();
 }
 
