@@ -53,7 +53,6 @@ fn fatal(format: Format) -> impl Fn(&str) {
 /// Serves until SIGTERM or SIGINT, then stops gracefully.
 fn run(serve: Serve) -> ExitCode {
     metrics::get().started();
-    reload::declare_metrics();
     let fatal = fatal(serve.log_format);
     let Some(loaded) = commands::load_or_report(&serve.config, &fatal) else {
         return ExitCode::from(1);

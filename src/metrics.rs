@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A counter family: one count per combination of label values.
@@ -14,7 +14,11 @@ pub struct Counter {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    /// (label values, count), in the order series were first seen.
+    /// Series that exist from the start, for a one-label family whose values are fixed.
+    zeros: &'static [&'static str],
+    /// Also rendered summed over the first label, under this name and help.
+    total: Option<(&'static str, &'static str)>,
+    /// (label values, count), sorted by label values: a lookup is a binary search.
     series: Mutex<Vec<(Vec<String>, u64)>>,
 }
 
@@ -28,8 +32,22 @@ impl Counter {
             name,
             help,
             labels,
+            zeros: &[],
+            total: None,
             series: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The series of these values (of the one label) exist at 0 from the start.
+    const fn starting_at_zero(mut self, values: &'static [&'static str]) -> Counter {
+        self.zeros = values;
+        self
+    }
+
+    /// Also rendered as the family `name`, summed over the first label.
+    const fn with_total(mut self, name: &'static str, help: &'static str) -> Counter {
+        self.total = Some((name, help));
+        self
     }
 
     /// Makes the series exist at 0, so that it is scraped before anything happens.
@@ -43,38 +61,54 @@ impl Counter {
 
     fn add(&self, values: &[&str], n: u64) {
         debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
-        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        match series.iter_mut().find(|(v, _)| v.iter().eq(values)) {
-            Some((_, count)) => *count += n,
-            None => series.push((values.iter().map(|v| (*v).to_owned()).collect(), n)),
+        let mut series = self.series();
+        match find(&series, values) {
+            Ok(at) => series[at].1 += n,
+            Err(at) => series.insert(at, (values.iter().map(|v| (*v).to_owned()).collect(), n)),
         }
     }
 
     /// The count of one series (0 if never seen).
     pub fn get(&self, values: &[&str]) -> u64 {
-        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let series = self.series();
+        find(&series, values).map_or(0, |at| series[at].1)
+    }
+
+    fn series(&self) -> MutexGuard<'_, Vec<(Vec<String>, u64)>> {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        if series.is_empty() {
+            series.extend(self.zeros.iter().map(|v| (vec![(*v).to_owned()], 0)));
+        }
         series
-            .iter()
-            .find(|(v, _)| v.iter().eq(values))
-            .map_or(0, |(_, n)| *n)
     }
 
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP {0} {1}\n# TYPE {0} counter",
-            self.name, self.help
-        );
-        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        for (values, count) in series.iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {count}",
-                self.name,
-                label_set(self.labels, values)
-            );
+        let series = self.series();
+        let mut family = |name: &str, help: &str, labels: &[&str], series: &[(&[String], u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (values, count) in series {
+                let _ = writeln!(out, "{name}{} {count}", label_set(labels, values));
+            }
+        };
+        let all: Vec<_> = series.iter().map(|(v, n)| (v.as_slice(), *n)).collect();
+        family(self.name, self.help, self.labels, &all);
+        if let Some((name, help)) = self.total {
+            let mut sums: Vec<(&[String], u64)> = Vec::new();
+            for (values, count) in &all {
+                let rest = values.get(1..).unwrap_or_default();
+                match sums.iter_mut().find(|(r, _)| *r == rest) {
+                    Some((_, sum)) => *sum += count,
+                    None => sums.push((rest, *count)),
+                }
+            }
+            family(name, help, self.labels.get(1..).unwrap_or_default(), &sums);
         }
     }
+}
+
+/// Where the series of `values` is in `series`, or where it would go.
+fn find(series: &[(Vec<String>, u64)], values: &[&str]) -> Result<usize, usize> {
+    series.binary_search_by(|(v, _)| v.iter().map(String::as_str).cmp(values.iter().copied()))
 }
 
 /// `{a="x",b="y"}`, or nothing without labels. Values are escaped as the format requires.
@@ -186,17 +220,74 @@ impl<const N: usize> Histogram<N> {
     }
 }
 
-/// All metrics of the process.
-pub struct Metrics {
-    pub requests: Counter,
-    pub notify: Counter,
-    pub notify_by_downstream: Counter,
-    pub notify_latency: Histogram<11>,
-    pub body_bytes: Histogram<9>,
-    pub redeliveries: Counter,
-    pub redelivery_drops: Counter,
-    pub reloads: Counter,
-    start_time: AtomicU64,
+/// The families of the process: a new metric is one entry here (its series with label values
+/// from the config are declared in `delivery/observer.rs`), rendered in this order.
+macro_rules! families {
+    ($($field:ident: $kind:ty = $make:expr,)*) => {
+        /// All metrics of the process.
+        pub struct Metrics {
+            $(pub $field: $kind,)*
+            start_time: AtomicU64,
+        }
+
+        impl Metrics {
+            const fn new() -> Metrics {
+                Metrics {
+                    $($field: $make,)*
+                    start_time: AtomicU64::new(0),
+                }
+            }
+
+            fn render_families(&self, out: &mut String) {
+                $(self.$field.render(out);)*
+            }
+        }
+    };
+}
+
+families! {
+    requests: Counter = Counter::new(
+        "flux_recv_requests_total",
+        "Requests by source and outcome.",
+        &["source", "outcome"],
+    ),
+    notify_by_downstream: Counter = Counter::new(
+        "flux_recv_notify_by_downstream_total",
+        "Notify calls by downstream and result, redeliveries included.",
+        &["downstream", "result"],
+    )
+    .with_total(
+        "flux_recv_notify_total",
+        "Notify calls to downstreams (fluxd, Flux receivers) by result, redeliveries included.",
+    ),
+    notify_latency: Histogram<11> = Histogram::new(
+        "flux_recv_notify_duration_seconds",
+        "Time of one notify call to a downstream, retries included.",
+        LATENCY_BOUNDS,
+        1_000_000.0,
+    ),
+    body_bytes: Histogram<9> = Histogram::new(
+        "flux_recv_request_body_bytes",
+        "Size of request bodies read.",
+        BODY_BOUNDS,
+        1.0,
+    ),
+    redeliveries: Counter = Counter::new(
+        "flux_recv_redeliveries_total",
+        "Background redelivery attempts by downstream and result.",
+        &["downstream", "result"],
+    ),
+    redelivery_drops: Counter = Counter::new(
+        "flux_recv_redelivery_dropped_total",
+        "Changes given up on, by downstream and reason.",
+        &["downstream", "reason"],
+    ),
+    reloads: Counter = Counter::new(
+        "flux_recv_config_reloads_total",
+        "Config reloads by result.",
+        &["result"],
+    )
+    .starting_at_zero(&["failed", "ok"]),
 }
 
 static METRICS: Metrics = Metrics::new();
@@ -207,54 +298,6 @@ pub fn get() -> &'static Metrics {
 }
 
 impl Metrics {
-    const fn new() -> Metrics {
-        Metrics {
-            requests: Counter::new(
-                "flux_recv_requests_total",
-                "Requests by source and outcome.",
-                &["source", "outcome"],
-            ),
-            notify: Counter::new(
-                "flux_recv_notify_total",
-                "Notify calls to downstreams (fluxd, Flux receivers) by result, redeliveries included.",
-                &["result"],
-            ),
-            notify_by_downstream: Counter::new(
-                "flux_recv_notify_by_downstream_total",
-                "Notify calls by downstream and result, redeliveries included.",
-                &["downstream", "result"],
-            ),
-            notify_latency: Histogram::new(
-                "flux_recv_notify_duration_seconds",
-                "Time of one notify call to a downstream, retries included.",
-                LATENCY_BOUNDS,
-                1_000_000.0,
-            ),
-            body_bytes: Histogram::new(
-                "flux_recv_request_body_bytes",
-                "Size of request bodies read.",
-                BODY_BOUNDS,
-                1.0,
-            ),
-            redeliveries: Counter::new(
-                "flux_recv_redeliveries_total",
-                "Background redelivery attempts by downstream and result.",
-                &["downstream", "result"],
-            ),
-            redelivery_drops: Counter::new(
-                "flux_recv_redelivery_dropped_total",
-                "Changes given up on, by downstream and reason.",
-                &["downstream", "reason"],
-            ),
-            reloads: Counter::new(
-                "flux_recv_config_reloads_total",
-                "Config reloads by result.",
-                &["result"],
-            ),
-            start_time: AtomicU64::new(0),
-        }
-    }
-
     /// Records the process start (for `process_start_time_seconds`).
     pub fn started(&self) {
         let now = SystemTime::now()
@@ -268,7 +311,6 @@ impl Metrics {
 
     /// One notify call: to whom, its result word, and how long it took.
     pub fn notified(&self, downstream: &str, result: &str, took: Duration) {
-        self.notify.inc(&[result]);
         self.notify_by_downstream.inc(&[downstream, result]);
         self.notify_latency.observe(took.as_secs_f64());
     }
@@ -276,17 +318,10 @@ impl Metrics {
     /// The exposition text, with the gauges the caller reads at scrape time.
     pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        self.requests.render(&mut out);
-        self.notify.render(&mut out);
-        self.notify_by_downstream.render(&mut out);
-        self.notify_latency.render(&mut out);
-        self.body_bytes.render(&mut out);
-        self.redeliveries.render(&mut out);
-        self.redelivery_drops.render(&mut out);
+        self.render_families(&mut out);
         for gauge in gauges {
             gauge.render(&mut out);
         }
-        self.reloads.render(&mut out);
         let _ = writeln!(
             out,
             "# HELP flux_recv_build_info Build information.\n# TYPE flux_recv_build_info gauge\nflux_recv_build_info{{version=\"{}\"}} 1",
@@ -335,6 +370,23 @@ mod tests {
             out,
             "# HELP c_total h\n# TYPE c_total counter\nc_total{a=\"x\",b=\"1\"} 1\nc_total{a=\"y\",b=\"2\"} 2\n"
         );
+    }
+
+    #[test]
+    fn a_total_sums_over_the_first_label_and_zeros_exist_from_the_start() {
+        let c = Counter::new("by_total", "h", &["d", "r"]).with_total("all_total", "t");
+        c.inc(&["b", "ok"]);
+        c.inc(&["a", "ok"]);
+        c.inc(&["a", "failed"]);
+        let mut out = String::new();
+        c.render(&mut out);
+        assert!(
+            out.ends_with("# HELP all_total t\n# TYPE all_total counter\nall_total{r=\"failed\"} 1\nall_total{r=\"ok\"} 2\n"),
+            "{out}"
+        );
+        let z = Counter::new("z_total", "h", &["r"]).starting_at_zero(&["failed", "ok"]);
+        z.inc(&["ok"]);
+        assert_eq!((z.get(&["failed"]), z.get(&["ok"])), (0, 1));
     }
 
     #[test]

@@ -59,13 +59,6 @@ enum Event {
     Watch,
 }
 
-/// Makes the reload counters' series exist before the first reload.
-pub fn declare_metrics() {
-    for result in ["ok", "failed"] {
-        metrics::get().reloads.declare(&[result]);
-    }
-}
-
 /// Registers the signals; before serving, so that a signal never hits the default action.
 pub fn signals() -> std::io::Result<Signals> {
     Signals::new([SIGTERM, SIGINT, SIGHUP])

@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::downstream::calls::Calls;
 use crate::downstream::redelivery::spool::Spool;
 use crate::downstream::redelivery::{Limits, Redelivery};
-use crate::downstream::Sent;
 use crate::log;
 use crate::metrics::{self, Gauge};
 use crate::server::{
@@ -22,7 +21,7 @@ use crate::server::{
 use crate::sources::gcr::bearer_token;
 use crate::sources::{Incoming, Outcome, Rejection, TokenCheck};
 use crate::tokeninfo::{Tokeninfo, Verdict};
-use crate::verdict::{Ending, OUTCOMES};
+use crate::verdict::Ending;
 
 mod fanout;
 pub(super) mod observer;
@@ -105,9 +104,6 @@ impl Delivery {
         let redelivery = Redelivery::new(limits, observer, Arc::clone(&calls), spool);
         let tokeninfo = Arc::new(Tokeninfo::default());
         let tokens: Arc<dyn TokenCheck> = Arc::clone(&tokeninfo) as Arc<dyn TokenCheck>;
-        for result in Sent::RESULTS {
-            metrics::get().notify.declare(&[result]);
-        }
         let table = Arc::new(Table::new(config, shape.threads, &tokens, &redelivery));
         let delivery = Delivery {
             table: RwLock::new(Arc::clone(&table)),
@@ -149,17 +145,10 @@ impl Delivery {
     /// Serves `table` (whose lanes exist already); lanes of downstreams it no longer has are
     /// closed after.
     fn serve(&self, table: Arc<Table>) {
-        for name in table.names() {
-            observer::declare(name);
-        }
-        // Request series for the sources the config has (and `none`, for requests that match no
-        // route), not for every source flux-recv knows: a config with two sources scrapes two.
-        let sources = table.routes.iter().map(|r| r.endpoint.source.name());
-        for source in sources.chain(["none"]) {
-            for outcome in OUTCOMES {
-                metrics::get().requests.declare(&[source, outcome]);
-            }
-        }
+        observer::declare(
+            table.routes.iter().map(|r| r.endpoint.source.name()),
+            table.names().into_iter(),
+        );
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&table);
         self.redelivery.retain(&table.names());
     }

@@ -12,6 +12,7 @@ use crate::downstream::redelivery::{Dropped, Observer};
 use crate::downstream::{lock, Class, Sent};
 use crate::log;
 use crate::metrics;
+use crate::verdict::OUTCOMES;
 
 /// Lines of one kind (failed, redelivered, dropped) for one downstream in one second.
 const LINES_PER_SECOND: usize = 10;
@@ -25,8 +26,26 @@ fn redelivery_result(class: Class) -> &'static str {
     }
 }
 
-/// Makes a downstream's series exist at 0 before anything happens to it.
-pub(super) fn declare(downstream: &str) {
+/// Makes the series of a config's sources (and `none`, for requests that match no route) and
+/// downstreams exist at 0 before anything happens to them: a config with two sources scrapes
+/// two, not every source flux-recv knows. The one place series with label values from the
+/// config are declared.
+pub(super) fn declare<'a>(
+    sources: impl Iterator<Item = &'static str>,
+    downstreams: impl Iterator<Item = &'a str>,
+) {
+    let m = metrics::get();
+    for source in sources.chain(["none"]) {
+        for outcome in OUTCOMES {
+            m.requests.declare(&[source, outcome]);
+        }
+    }
+    for downstream in downstreams {
+        declare_downstream(downstream);
+    }
+}
+
+fn declare_downstream(downstream: &str) {
     let m = metrics::get();
     for result in Sent::RESULTS {
         m.notify_by_downstream.declare(&[downstream, result]);
