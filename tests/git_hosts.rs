@@ -18,13 +18,6 @@ fn git_change(url: &str, branch: &str) -> &'static str {
     format!(r#"{{"Kind":"git","Source":{{"URL":"{url}","Branch":"{branch}"}}}}"#).leak()
 }
 
-fn table(source: &'static str, key: &[u8], cases: Vec<Case>) {
-    let fluxd = FakeFluxd::start(Behaviour::Real);
-    let (server, _) = start(&[Ep::new(source, key)], &fluxd.api(), test_options());
-    run_cases(source, &server, &route_of(key, ""), &fluxd, cases);
-    server.stop();
-}
-
 const GITEA_REPO: &str = "git@gitea.acme.example:platform/fleet-infra.git";
 
 /// A delivery as each flavour sends it: its event and signature headers.
@@ -57,97 +50,97 @@ fn gitea_table() {
     let mut cases = Vec::new();
     for flavour in ["Gitea", "Forgejo", "Gogs"] {
         let name: &'static str = format!("{flavour} push").leak();
-        cases.push(row(
+        cases.push(Case {
             name,
-            gitea(flavour, "push", KEY, push),
-            push,
-            200,
-            OK,
-            vec![main],
-        ));
+            headers: gitea(flavour, "push", KEY, push),
+            body: push.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![main],
+        });
     }
     cases.extend([
-        row(
-            "tag push",
-            gitea("Gitea", "push", KEY, tag),
-            tag,
-            200,
-            OK,
-            vec![git_change(GITEA_REPO, "refs/tags/v1.4.0")],
-        ),
-        row(
-            "branch deleted",
-            gitea(
+        Case {
+            name: "tag push",
+            headers: gitea("Gitea", "push", KEY, tag),
+            body: tag.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![git_change(GITEA_REPO, "refs/tags/v1.4.0")],
+        },
+        Case {
+            name: "branch deleted",
+            headers: gitea(
                 "Gitea",
                 "delete",
                 KEY,
                 include_bytes!("fixtures/gitea/delete_branch.json"),
             ),
-            include_bytes!("fixtures/gitea/delete_branch.json"),
-            200,
-            OK,
-            vec![git_change(GITEA_REPO, "feature/old-ui")],
-        ),
-        row(
-            "create",
-            gitea(
+            body: include_bytes!("fixtures/gitea/delete_branch.json").to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![git_change(GITEA_REPO, "feature/old-ui")],
+        },
+        Case {
+            name: "create",
+            headers: gitea(
                 "Gitea",
                 "create",
                 KEY,
                 include_bytes!("fixtures/gitea/create_branch.json"),
             ),
-            include_bytes!("fixtures/gitea/create_branch.json"),
-            200,
-            Some("ignored: event create"),
-            vec![],
-        ),
-        row(
-            "issues",
-            gitea(
+            body: include_bytes!("fixtures/gitea/create_branch.json").to_vec(),
+            status: 200,
+            reply: Some("ignored: event create"),
+            notified: vec![],
+        },
+        Case {
+            name: "issues",
+            headers: gitea(
                 "Gitea",
                 "issues",
                 KEY,
                 include_bytes!("fixtures/gitea/issues.json"),
             ),
-            include_bytes!("fixtures/gitea/issues.json"),
-            200,
-            Some("ignored: event issues"),
-            vec![],
-        ),
-        row(
-            "wrong key",
-            gitea("Gitea", "push", b"another key", push),
-            push,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "unsigned",
-            h(&[("X-Gitea-Event", "push")]),
-            push,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "no event header",
-            h(&[("X-Gitea-Signature", &hmac_hex("sha256", KEY, push))]),
-            push,
-            400,
-            BAD,
-            vec![],
-        ),
-        row(
-            "malformed",
-            gitea("Gitea", "push", KEY, b"{\"ref\":"),
-            b"{\"ref\":",
-            400,
-            BAD,
-            vec![],
-        ),
+            body: include_bytes!("fixtures/gitea/issues.json").to_vec(),
+            status: 200,
+            reply: Some("ignored: event issues"),
+            notified: vec![],
+        },
+        Case {
+            name: "wrong key",
+            headers: gitea("Gitea", "push", b"another key", push),
+            body: push.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "unsigned",
+            headers: h(&[("X-Gitea-Event", "push")]),
+            body: push.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "no event header",
+            headers: h(&[("X-Gitea-Signature", &hmac_hex("sha256", KEY, push))]),
+            body: push.to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
+        Case {
+            name: "malformed",
+            headers: gitea("Gitea", "push", KEY, b"{\"ref\":"),
+            body: b"{\"ref\":".to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ]);
-    table("Gitea", KEY, cases);
+    table("Gitea", KEY, None, cases);
 }
 
 fn basic(password: &[u8]) -> Vec<(String, String)> {
@@ -167,75 +160,75 @@ fn azure_devops_table() {
     let push = include_bytes!("fixtures/azure_devops/git_push.json");
     let ssh = "git@ssh.dev.azure.com:v3/acme/platform/fleet-infra";
     let cases = vec![
-        row(
-            "push",
-            basic(KEY),
-            push,
-            200,
-            OK,
-            vec![git_change(ssh, "main")],
-        ),
-        row(
-            "push without sshUrl",
-            basic(KEY),
-            include_bytes!("fixtures/azure_devops/git_push_remote_url_only.json"),
-            200,
-            OK,
-            vec![git_change(
+        Case {
+            name: "push",
+            headers: basic(KEY),
+            body: push.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![git_change(ssh, "main")],
+        },
+        Case {
+            name: "push without sshUrl",
+            headers: basic(KEY),
+            body: include_bytes!("fixtures/azure_devops/git_push_remote_url_only.json").to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![git_change(
                 "https://dev.azure.com/acme/platform/_git/fleet-infra",
                 "main",
             )],
-        ),
-        row(
-            "three refs, one deleted",
-            basic(KEY),
-            include_bytes!("fixtures/azure_devops/git_push_three_refs.json"),
-            200,
-            OK,
-            vec![git_change(ssh, "main"), git_change(ssh, "refs/tags/v1.4.0")],
-        ),
-        row(
-            "branch deleted",
-            basic(KEY),
-            include_bytes!("fixtures/azure_devops/branch_deleted.json"),
-            200,
-            Some("ignored: push of deletions only"),
-            vec![],
-        ),
-        row(
-            "pull request",
-            basic(KEY),
-            include_bytes!("fixtures/azure_devops/pullrequest_created.json"),
-            200,
-            Some("ignored: event git.pullrequest.created"),
-            vec![],
-        ),
-        row(
-            "wrong password",
-            basic(b"wrong"),
-            push,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "no Authorization",
-            h(&[("Content-Type", "application/json")]),
-            push,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "malformed",
-            basic(KEY),
-            b"{\"eventType\":",
-            400,
-            BAD,
-            vec![],
-        ),
+        },
+        Case {
+            name: "three refs, one deleted",
+            headers: basic(KEY),
+            body: include_bytes!("fixtures/azure_devops/git_push_three_refs.json").to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![git_change(ssh, "main"), git_change(ssh, "refs/tags/v1.4.0")],
+        },
+        Case {
+            name: "branch deleted",
+            headers: basic(KEY),
+            body: include_bytes!("fixtures/azure_devops/branch_deleted.json").to_vec(),
+            status: 200,
+            reply: Some("ignored: push of deletions only"),
+            notified: vec![],
+        },
+        Case {
+            name: "pull request",
+            headers: basic(KEY),
+            body: include_bytes!("fixtures/azure_devops/pullrequest_created.json").to_vec(),
+            status: 200,
+            reply: Some("ignored: event git.pullrequest.created"),
+            notified: vec![],
+        },
+        Case {
+            name: "wrong password",
+            headers: basic(b"wrong"),
+            body: push.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "no Authorization",
+            headers: h(&[("Content-Type", "application/json")]),
+            body: push.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "malformed",
+            headers: basic(KEY),
+            body: b"{\"eventType\":".to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ];
-    table("AzureDevOps", KEY, cases);
+    table("AzureDevOps", KEY, None, cases);
 }
 
 /// Standard Webhooks headers for `body`, signed at `timestamp` with `secret`.
@@ -272,59 +265,59 @@ fn gitlab_signing_token_table() {
         headers
     };
     let cases = vec![
-        row(
-            "signed push",
-            with_event(standard(&secret, now, push)),
-            push,
-            200,
-            OK,
-            vec![main],
-        ),
-        row(
-            "one good signature among several",
-            with_event(several),
-            push,
-            200,
-            OK,
-            vec![main],
-        ),
-        row(
-            "signed 10 minutes ago",
-            with_event(standard(&secret, now - 600, push)),
-            push,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "signed 10 minutes ahead",
-            with_event(standard(&secret, now + 600, push)),
-            push,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "another body",
-            with_event(standard(&secret, now, b"{}")),
-            push,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "X-Gitlab-Token alone",
-            with_event(h(&[(
+        Case {
+            name: "signed push",
+            headers: with_event(standard(&secret, now, push)),
+            body: push.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![main],
+        },
+        Case {
+            name: "one good signature among several",
+            headers: with_event(several),
+            body: push.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![main],
+        },
+        Case {
+            name: "signed 10 minutes ago",
+            headers: with_event(standard(&secret, now - 600, push)),
+            body: push.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "signed 10 minutes ahead",
+            headers: with_event(standard(&secret, now + 600, push)),
+            body: push.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "another body",
+            headers: with_event(standard(&secret, now, b"{}")),
+            body: push.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "X-Gitlab-Token alone",
+            headers: with_event(h(&[(
                 "X-Gitlab-Token",
                 std::str::from_utf8(TOKEN).unwrap().trim(),
             )])),
-            push,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
+            body: push.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
     ];
-    table("GitLab", TOKEN, cases);
+    table("GitLab", TOKEN, None, cases);
 }
 
 fn x_signature(key: &[u8], body: &[u8]) -> Vec<(String, String)> {
@@ -348,74 +341,88 @@ fn generic_table() {
         &format!("sha512={}", hmac_hex("sha512", KEY, git)),
     )]);
     let cases = vec![
-        row(
-            "one git change",
-            x_signature(KEY, git),
-            git,
-            200,
-            OK,
-            vec![main],
-        ),
-        row(
-            "a list, repeats sent once",
-            x_signature(KEY, list),
-            list,
-            200,
-            OK,
-            vec![image("team-a/podinfo"), image("team-b/api"), main],
-        ),
-        row(
-            "keys in lower case, re-encoded",
-            x_signature(KEY, lowercase),
-            lowercase,
-            200,
-            OK,
-            vec![image("team-a/podinfo")],
-        ),
-        row("sha512", sha512, git, 200, OK, vec![main]),
-        row(
-            "Standard Webhooks",
-            standard(KEY, unix_now(), git),
-            git,
-            200,
-            OK,
-            vec![main],
-        ),
-        row(
-            "wrong key",
-            x_signature(b"another key", git),
-            git,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row("unsigned", vec![], git, 401, UNAUTHORIZED, vec![]),
-        row(
-            "unknown kind",
-            x_signature(KEY, br#"{"Kind":"helm","Source":{}}"#),
-            br#"{"Kind":"helm","Source":{}}"#,
-            400,
-            BAD,
-            vec![],
-        ),
-        row(
-            "no Source",
-            x_signature(KEY, br#"{"Kind":"git"}"#),
-            br#"{"Kind":"git"}"#,
-            400,
-            BAD,
-            vec![],
-        ),
-        row(
-            "not JSON",
-            x_signature(KEY, b"push!"),
-            b"push!",
-            400,
-            BAD,
-            vec![],
-        ),
+        Case {
+            name: "one git change",
+            headers: x_signature(KEY, git),
+            body: git.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![main],
+        },
+        Case {
+            name: "a list, repeats sent once",
+            headers: x_signature(KEY, list),
+            body: list.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![image("team-a/podinfo"), image("team-b/api"), main],
+        },
+        Case {
+            name: "keys in lower case, re-encoded",
+            headers: x_signature(KEY, lowercase),
+            body: lowercase.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![image("team-a/podinfo")],
+        },
+        Case {
+            name: "sha512",
+            headers: sha512,
+            body: git.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![main],
+        },
+        Case {
+            name: "Standard Webhooks",
+            headers: standard(KEY, unix_now(), git),
+            body: git.to_vec(),
+            status: 200,
+            reply: OK,
+            notified: vec![main],
+        },
+        Case {
+            name: "wrong key",
+            headers: x_signature(b"another key", git),
+            body: git.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "unsigned",
+            headers: vec![],
+            body: git.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "unknown kind",
+            headers: x_signature(KEY, br#"{"Kind":"helm","Source":{}}"#),
+            body: br#"{"Kind":"helm","Source":{}}"#.to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
+        Case {
+            name: "no Source",
+            headers: x_signature(KEY, br#"{"Kind":"git"}"#),
+            body: br#"{"Kind":"git"}"#.to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
+        Case {
+            name: "not JSON",
+            headers: x_signature(KEY, b"push!"),
+            body: b"push!".to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ];
-    table("Generic", KEY, cases);
+    table("Generic", KEY, None, cases);
 }
 
 fn notify(args: &[&str]) -> std::process::Output {

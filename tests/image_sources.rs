@@ -26,20 +26,11 @@ const GCR_DELETE: &[u8] = include_bytes!("fixtures/gcr/delete.json");
 const GCR_TRAILING: &[u8] = include_bytes!("fixtures/gcr/insert_lowercase_trailing_brace.json");
 const GCR_BAD: &[u8] = include_bytes!("fixtures/gcr/bad_base64.json");
 
-fn table_for(source: &'static str, registry_host: Option<&'static str>, cases: Vec<Case>) {
-    let fluxd = FakeFluxd::start(Behaviour::Real);
-    let mut ep = Ep::new(source, KEY);
-    ep.registry_host = registry_host;
-    let (server, _) = start(&[ep], &fluxd.api(), test_options());
-    let route = route_of(KEY, registry_host.unwrap_or(""));
-    run_cases(source, &server, &route, &fluxd, cases);
-    server.stop();
-}
-
 #[test]
 fn dockerhub_table() {
-    table_for(
+    table(
         "DockerHub",
+        KEY,
         None,
         vec![
             Case {
@@ -85,8 +76,9 @@ fn dockerhub_table() {
 #[test]
 fn quay_table() {
     let quay = r#"{"Kind":"image","Source":{"Name":{"Domain":"quay.io","Image":"acme/podinfo"}}}"#;
-    table_for(
+    table(
         "Quay",
+        KEY,
         None,
         vec![
             Case {
@@ -120,8 +112,9 @@ fn quay_table() {
 #[test]
 fn harbor_table() {
     let auth = std::str::from_utf8(KEY).unwrap();
-    table_for(
+    table(
         "Harbor",
+        KEY,
         None,
         vec![
             Case {
@@ -216,8 +209,9 @@ fn nexus(id: &str, sig_key: Option<&[u8]>, body: &[u8]) -> Vec<(String, String)>
 #[test]
 fn nexus_table() {
     let component = "rm:repository:component";
-    table_for(
+    table(
         "Nexus",
+        KEY,
         Some("nexus.acme.example:8443/"),
         vec![
             Case {
@@ -284,8 +278,9 @@ fn nexus_table() {
 
 #[test]
 fn gcr_table_without_authentication() {
-    table_for(
+    table(
         "GoogleContainerRegistry",
+        KEY,
         None,
         vec![
             Case {

@@ -29,21 +29,6 @@ fn bearer(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     headers
 }
 
-fn table(source: &'static str, registry_host: Option<&'static str>, cases: Vec<Case>) {
-    let fluxd = FakeFluxd::start(Behaviour::Real);
-    let mut ep = Ep::new(source, KEY);
-    ep.registry_host = registry_host;
-    let (server, _) = start(&[ep], &fluxd.api(), test_options());
-    run_cases(
-        source,
-        &server,
-        &route_of(KEY, registry_host.unwrap_or("")),
-        &fluxd,
-        cases,
-    );
-    server.stop();
-}
-
 const EVENTS_V1: &str = "application/vnd.docker.distribution.events.v1+json";
 
 #[test]
@@ -52,15 +37,22 @@ fn distribution_table() {
     let headers = || bearer(&[("Content-Type", EVENTS_V1)]);
     let podinfo = image_change("mirror.internal:5000", "team-a/podinfo");
     let mut cases = vec![
-        row("tag push", headers(), tag, 200, Some("OK"), vec![podinfo]),
-        row(
-            "fifty events with duplicates: one change per image",
-            headers(),
-            include_bytes!("fixtures/distribution/fifty_events.json"),
-            200,
-            Some("OK"),
-            vec![podinfo, image_change("mirror.internal:5000", "team-b/api")],
-        ),
+        Case {
+            name: "tag push",
+            headers: headers(),
+            body: tag.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![podinfo],
+        },
+        Case {
+            name: "fifty events with duplicates: one change per image",
+            headers: headers(),
+            body: include_bytes!("fixtures/distribution/fifty_events.json").to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![podinfo, image_change("mirror.internal:5000", "team-b/api")],
+        },
     ];
     for (name, body) in [
         (
@@ -74,51 +66,65 @@ fn distribution_table() {
         ("pull", include_bytes!("fixtures/distribution/pull.json")),
     ] {
         let reply = ignored("no tag push among 1 event(s)");
-        cases.push(row(name, headers(), body, 200, reply, vec![]));
+        cases.push(Case {
+            name,
+            headers: headers(),
+            body: body.to_vec(),
+            status: 200,
+            reply,
+            notified: vec![],
+        });
     }
     cases.extend([
-        row(
-            "no Authorization",
-            h(&[("Content-Type", EVENTS_V1)]),
-            tag,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "the key without Bearer",
-            h(&[("Authorization", key())]),
-            tag,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "malformed JSON",
-            headers(),
-            b"{\"events\":[",
-            400,
-            BAD,
-            vec![],
-        ),
-        row(
-            "events not a list",
-            headers(),
-            br#"{"events":{}}"#,
-            400,
-            BAD,
-            vec![],
-        ),
+        Case {
+            name: "no Authorization",
+            headers: h(&[("Content-Type", EVENTS_V1)]),
+            body: tag.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "the key without Bearer",
+            headers: h(&[("Authorization", key())]),
+            body: tag.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "malformed JSON",
+            headers: headers(),
+            body: b"{\"events\":[".to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
+        Case {
+            name: "events not a list",
+            headers: headers(),
+            body: br#"{"events":{}}"#.to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ]);
-    table("Distribution", None, cases);
+    table("Distribution", KEY, None, cases);
 }
 
 #[test]
 fn distribution_registry_host_overrides_the_request_host() {
     let tag = include_bytes!("fixtures/distribution/tag_push.json");
     let change = image_change("registry.example.com", "team-a/podinfo");
-    let cases = vec![row("tag push", bearer(&[]), tag, 200, None, vec![change])];
-    table("Distribution", Some("registry.example.com"), cases);
+    let cases = vec![Case {
+        name: "tag push",
+        headers: bearer(&[]),
+        body: tag.to_vec(),
+        status: 200,
+        reply: None,
+        notified: vec![change],
+    }];
+    table("Distribution", KEY, Some("registry.example.com"), cases);
 }
 
 #[test]
@@ -150,80 +156,80 @@ fn zot_table() {
         ])
     };
     let cases = vec![
-        row(
-            "image updated",
-            event("zotregistry.image.updated"),
-            updated,
-            200,
-            Some("OK"),
-            vec![change],
-        ),
-        row(
-            "image updated, Basic auth",
-            with_auth(&basic),
-            updated,
-            200,
-            Some("OK"),
-            vec![change],
-        ),
-        row(
-            "update by digest",
-            event("zotregistry.image.updated"),
-            include_bytes!("fixtures/zot/image_updated_by_digest.json"),
-            200,
-            ignored("update by digest"),
-            vec![],
-        ),
-        row(
-            "image deleted",
-            event("zotregistry.image.deleted"),
-            include_bytes!("fixtures/zot/image_deleted.json"),
-            200,
-            ignored("type zotregistry.image.deleted"),
-            vec![],
-        ),
-        row(
-            "repository created",
-            event("zotregistry.repository.created"),
-            include_bytes!("fixtures/zot/repository_created.json"),
-            200,
-            ignored("type zotregistry.repository.created"),
-            vec![],
-        ),
-        row(
-            "wrong Basic password",
-            with_auth(&wrong_basic),
-            updated,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "no Authorization",
-            h(&[("Ce-Type", "zotregistry.image.updated")]),
-            updated,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "malformed data",
-            event("zotregistry.image.updated"),
-            b"{\"name\":",
-            400,
-            BAD,
-            vec![],
-        ),
-        row(
-            "no event type in headers or body",
-            bearer(&[]),
-            updated,
-            400,
-            BAD,
-            vec![],
-        ),
+        Case {
+            name: "image updated",
+            headers: event("zotregistry.image.updated"),
+            body: updated.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![change],
+        },
+        Case {
+            name: "image updated, Basic auth",
+            headers: with_auth(&basic),
+            body: updated.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![change],
+        },
+        Case {
+            name: "update by digest",
+            headers: event("zotregistry.image.updated"),
+            body: include_bytes!("fixtures/zot/image_updated_by_digest.json").to_vec(),
+            status: 200,
+            reply: ignored("update by digest"),
+            notified: vec![],
+        },
+        Case {
+            name: "image deleted",
+            headers: event("zotregistry.image.deleted"),
+            body: include_bytes!("fixtures/zot/image_deleted.json").to_vec(),
+            status: 200,
+            reply: ignored("type zotregistry.image.deleted"),
+            notified: vec![],
+        },
+        Case {
+            name: "repository created",
+            headers: event("zotregistry.repository.created"),
+            body: include_bytes!("fixtures/zot/repository_created.json").to_vec(),
+            status: 200,
+            reply: ignored("type zotregistry.repository.created"),
+            notified: vec![],
+        },
+        Case {
+            name: "wrong Basic password",
+            headers: with_auth(&wrong_basic),
+            body: updated.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "no Authorization",
+            headers: h(&[("Ce-Type", "zotregistry.image.updated")]),
+            body: updated.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "malformed data",
+            headers: event("zotregistry.image.updated"),
+            body: b"{\"name\":".to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
+        Case {
+            name: "no event type in headers or body",
+            headers: bearer(&[]),
+            body: updated.to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ];
-    table("Zot", Some("mirror.internal:5000"), cases);
+    table("Zot", KEY, Some("mirror.internal:5000"), cases);
 }
 
 #[test]
@@ -231,56 +237,56 @@ fn acr_table() {
     let push = include_bytes!("fixtures/acr/push.json");
     let json = || bearer(&[("Content-Type", "application/json")]);
     let cases = vec![
-        row(
-            "push",
-            json(),
-            push,
-            200,
-            Some("OK"),
-            vec![image_change("acmeprod.azurecr.io", "team-a/podinfo")],
-        ),
-        row(
-            "ping",
-            json(),
-            include_bytes!("fixtures/acr/ping.json"),
-            200,
-            Some("Pong"),
-            vec![],
-        ),
-        row(
-            "delete",
-            json(),
-            include_bytes!("fixtures/acr/delete.json"),
-            200,
-            ignored("action delete"),
-            vec![],
-        ),
-        row(
-            "chart push",
-            json(),
-            include_bytes!("fixtures/acr/chart_push.json"),
-            200,
-            ignored("action chart_push"),
-            vec![],
-        ),
-        row(
-            "the URL alone",
-            h(&[("Content-Type", "application/json")]),
-            push,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "action of the wrong type",
-            json(),
-            br#"{"action":7}"#,
-            400,
-            BAD,
-            vec![],
-        ),
+        Case {
+            name: "push",
+            headers: json(),
+            body: push.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![image_change("acmeprod.azurecr.io", "team-a/podinfo")],
+        },
+        Case {
+            name: "ping",
+            headers: json(),
+            body: include_bytes!("fixtures/acr/ping.json").to_vec(),
+            status: 200,
+            reply: Some("Pong"),
+            notified: vec![],
+        },
+        Case {
+            name: "delete",
+            headers: json(),
+            body: include_bytes!("fixtures/acr/delete.json").to_vec(),
+            status: 200,
+            reply: ignored("action delete"),
+            notified: vec![],
+        },
+        Case {
+            name: "chart push",
+            headers: json(),
+            body: include_bytes!("fixtures/acr/chart_push.json").to_vec(),
+            status: 200,
+            reply: ignored("action chart_push"),
+            notified: vec![],
+        },
+        Case {
+            name: "the URL alone",
+            headers: h(&[("Content-Type", "application/json")]),
+            body: push.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "action of the wrong type",
+            headers: json(),
+            body: br#"{"action":7}"#.to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ];
-    table("AzureContainerRegistry", None, cases);
+    table("AzureContainerRegistry", KEY, None, cases);
 }
 
 #[test]
@@ -295,64 +301,64 @@ fn artifactory_table() {
     let change = image_change("acme.jfrog.io", "acme/podinfo");
     let mac = hmac_hex("sha256", KEY, pushed);
     let cases = vec![
-        row(
-            "pushed, the key as the secret",
-            auth(key()),
-            pushed,
-            200,
-            Some("OK"),
-            vec![change],
-        ),
-        row(
-            "pushed, signed payload",
-            auth(&mac),
-            pushed,
-            200,
-            Some("OK"),
-            vec![change],
-        ),
-        row(
-            "docker deleted",
-            auth(key()),
-            include_bytes!("fixtures/artifactory/docker_deleted.json"),
-            200,
-            ignored("docker deleted"),
-            vec![],
-        ),
-        row(
-            "artifact deployed",
-            auth(key()),
-            include_bytes!("fixtures/artifactory/artifact_deployed.json"),
-            200,
-            ignored("artifact deployed"),
-            vec![],
-        ),
-        row(
-            "a MAC with another key",
-            auth(&hmac_hex("sha256", b"another key", pushed)),
-            pushed,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "no X-JFrog-Event-Auth",
-            h(&[("Content-Type", "application/json")]),
-            pushed,
-            401,
-            UNAUTHORIZED,
-            vec![],
-        ),
-        row(
-            "push without data",
-            auth(key()),
-            br#"{"domain":"docker","event_type":"pushed"}"#,
-            400,
-            BAD,
-            vec![],
-        ),
+        Case {
+            name: "pushed, the key as the secret",
+            headers: auth(key()),
+            body: pushed.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![change],
+        },
+        Case {
+            name: "pushed, signed payload",
+            headers: auth(&mac),
+            body: pushed.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![change],
+        },
+        Case {
+            name: "docker deleted",
+            headers: auth(key()),
+            body: include_bytes!("fixtures/artifactory/docker_deleted.json").to_vec(),
+            status: 200,
+            reply: ignored("docker deleted"),
+            notified: vec![],
+        },
+        Case {
+            name: "artifact deployed",
+            headers: auth(key()),
+            body: include_bytes!("fixtures/artifactory/artifact_deployed.json").to_vec(),
+            status: 200,
+            reply: ignored("artifact deployed"),
+            notified: vec![],
+        },
+        Case {
+            name: "a MAC with another key",
+            headers: auth(&hmac_hex("sha256", b"another key", pushed)),
+            body: pushed.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "no X-JFrog-Event-Auth",
+            headers: h(&[("Content-Type", "application/json")]),
+            body: pushed.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "push without data",
+            headers: auth(key()),
+            body: br#"{"domain":"docker","event_type":"pushed"}"#.to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ];
-    table("Artifactory", Some("acme.jfrog.io"), cases);
+    table("Artifactory", KEY, Some("acme.jfrog.io"), cases);
 }
 
 fn gitea(event: &str, body: &[u8]) -> Vec<(String, String)> {
@@ -374,22 +380,22 @@ fn gitea_package_table() {
     ));
     let change = image_change("gitea.acme.example", "platform/podinfo");
     let mut cases = vec![
-        row(
-            "container package created",
-            gitea("package", created),
-            created,
-            200,
-            Some("OK"),
-            vec![change],
-        ),
-        row(
-            "the same from Forgejo",
-            forgejo,
-            created,
-            200,
-            Some("OK"),
-            vec![change],
-        ),
+        Case {
+            name: "container package created",
+            headers: gitea("package", created),
+            body: created.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![change],
+        },
+        Case {
+            name: "the same from Forgejo",
+            headers: forgejo,
+            body: created.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![change],
+        },
     ];
     for (name, body, reason) in [
         (
@@ -409,7 +415,14 @@ fn gitea_package_table() {
         ),
     ] {
         let headers = gitea("package", body);
-        cases.push(row(name, headers, body, 200, ignored(reason), vec![]));
+        cases.push(Case {
+            name,
+            headers,
+            body: body.to_vec(),
+            status: 200,
+            reply: ignored(reason),
+            notified: vec![],
+        });
     }
     let mut wrong = gitea("package", created);
     wrong.retain(|(n, _)| n != "X-Gitea-Signature");
@@ -420,18 +433,32 @@ fn gitea_package_table() {
     ));
     let no_package = br#"{"action":"created"}"#;
     cases.extend([
-        row("wrong key", wrong, created, 401, UNAUTHORIZED, vec![]),
-        row("unsigned", unsigned, created, 401, UNAUTHORIZED, vec![]),
-        row(
-            "no package",
-            gitea("package", no_package),
-            no_package,
-            400,
-            BAD,
-            vec![],
-        ),
+        Case {
+            name: "wrong key",
+            headers: wrong,
+            body: created.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "unsigned",
+            headers: unsigned,
+            body: created.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "no package",
+            headers: gitea("package", no_package),
+            body: no_package.to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ]);
-    table("Gitea", Some("gitea.acme.example"), cases);
+    table("Gitea", KEY, Some("gitea.acme.example"), cases);
 }
 
 #[test]
@@ -439,8 +466,15 @@ fn gitea_without_registry_host_ignores_package_events() {
     let created = include_bytes!("fixtures/gitea/package_container_created.json");
     let headers = gitea("package", created);
     let reply = ignored("container package, but the endpoint has no registryHost");
-    let cases = vec![row("package", headers, created, 200, reply, vec![])];
-    table("Gitea", None, cases);
+    let cases = vec![Case {
+        name: "package",
+        headers,
+        body: created.to_vec(),
+        status: 200,
+        reply,
+        notified: vec![],
+    }];
+    table("Gitea", KEY, None, cases);
 }
 
 fn github(event: &str, body: &[u8]) -> Vec<(String, String)> {
@@ -469,49 +503,56 @@ fn ghcr_package_table() {
         format!("sha256={}", hmac_hex("sha256", b"another key", published)),
     ));
     let cases = vec![
-        row(
-            "registry_package published",
-            github("registry_package", published),
-            published,
-            200,
-            Some("OK"),
-            vec![change],
-        ),
-        row(
-            "package published",
-            github("package", &as_package),
-            &as_package,
-            200,
-            Some("OK"),
-            vec![change],
-        ),
-        row(
-            "untagged version",
-            github("package", untagged),
-            untagged,
-            200,
-            ignored("untagged package version"),
-            vec![],
-        ),
-        row(
-            "npm package",
-            github("package", npm),
-            npm,
-            200,
-            ignored("npm package"),
-            vec![],
-        ),
-        row("wrong key", forged, published, 401, UNAUTHORIZED, vec![]),
-        row(
-            "package of the wrong type",
-            github("package", br#"{"action":"published","package":7}"#),
-            br#"{"action":"published","package":7}"#,
-            400,
-            BAD,
-            vec![],
-        ),
+        Case {
+            name: "registry_package published",
+            headers: github("registry_package", published),
+            body: published.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![change],
+        },
+        Case {
+            name: "package published",
+            headers: github("package", &as_package),
+            body: as_package.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![change],
+        },
+        Case {
+            name: "untagged version",
+            headers: github("package", untagged),
+            body: untagged.to_vec(),
+            status: 200,
+            reply: ignored("untagged package version"),
+            notified: vec![],
+        },
+        Case {
+            name: "npm package",
+            headers: github("package", npm),
+            body: npm.to_vec(),
+            status: 200,
+            reply: ignored("npm package"),
+            notified: vec![],
+        },
+        Case {
+            name: "wrong key",
+            headers: forged,
+            body: published.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "package of the wrong type",
+            headers: github("package", br#"{"action":"published","package":7}"#),
+            body: br#"{"action":"published","package":7}"#.to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ];
-    table("GitHub", None, cases);
+    table("GitHub", KEY, None, cases);
 }
 
 #[test]
@@ -524,31 +565,40 @@ fn harbor_cloudevents_table() {
         ])
     };
     let cases = vec![
-        row(
-            "artifact pushed",
-            ce(KEY),
-            pushed,
-            200,
-            Some("OK"),
-            vec![image_change("harbor.acme.example", "platform/podinfo")],
-        ),
-        row(
-            "artifact pulled",
-            ce(KEY),
-            include_bytes!("fixtures/harbor/cloudevents_artifact_pulled.json"),
-            200,
-            ignored("type harbor.artifact.pulled"),
-            vec![],
-        ),
-        row("wrong key", ce(b"wrong"), pushed, 401, UNAUTHORIZED, vec![]),
-        row(
-            "no resources",
-            ce(KEY),
-            br#"{"specversion":"1.0","type":"harbor.artifact.pushed","data":{"resources":[]}}"#,
-            400,
-            BAD,
-            vec![],
-        ),
+        Case {
+            name: "artifact pushed",
+            headers: ce(KEY),
+            body: pushed.to_vec(),
+            status: 200,
+            reply: Some("OK"),
+            notified: vec![image_change("harbor.acme.example", "platform/podinfo")],
+        },
+        Case {
+            name: "artifact pulled",
+            headers: ce(KEY),
+            body: include_bytes!("fixtures/harbor/cloudevents_artifact_pulled.json").to_vec(),
+            status: 200,
+            reply: ignored("type harbor.artifact.pulled"),
+            notified: vec![],
+        },
+        Case {
+            name: "wrong key",
+            headers: ce(b"wrong"),
+            body: pushed.to_vec(),
+            status: 401,
+            reply: UNAUTHORIZED,
+            notified: vec![],
+        },
+        Case {
+            name: "no resources",
+            headers: ce(KEY),
+            body:
+                br#"{"specversion":"1.0","type":"harbor.artifact.pushed","data":{"resources":[]}}"#
+                    .to_vec(),
+            status: 400,
+            reply: BAD,
+            notified: vec![],
+        },
     ];
-    table("Harbor", None, cases);
+    table("Harbor", KEY, None, cases);
 }

@@ -710,23 +710,21 @@ pub const UNAUTHORIZED: Option<&str> = Some("Unauthorized: signature or token mi
 /// The reply to a malformed delivery.
 pub const BAD: Option<&str> = Some("Bad request");
 
-/// One row of a table, in the order the table reads.
-pub fn row(
-    name: &'static str,
-    headers: Vec<(String, String)>,
-    body: impl AsRef<[u8]>,
-    status: u16,
-    reply: Option<&'static str>,
-    notified: Vec<&'static str>,
-) -> Case {
-    Case {
-        name,
-        headers,
-        body: body.as_ref().to_vec(),
-        status,
-        reply,
-        notified,
-    }
+/// A source's table: a server with one endpoint of `source` (with `registry_host`, if any) in
+/// front of a recording fluxd, and each case sent to its route by [`run_cases`].
+pub fn table(
+    source: &'static str,
+    key: &[u8],
+    registry_host: Option<&'static str>,
+    cases: Vec<Case>,
+) {
+    let fluxd = FakeFluxd::start(Behaviour::Real);
+    let mut ep = Ep::new(source, key);
+    ep.registry_host = registry_host;
+    let (server, _) = start(&[ep], &fluxd.api(), test_options());
+    let route = route_of(key, registry_host.unwrap_or(""));
+    run_cases(source, &server, &route, &fluxd, cases);
+    server.stop();
 }
 
 /// Owned header pairs.
