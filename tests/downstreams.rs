@@ -655,3 +655,73 @@ endpoints:
         );
     }
 }
+
+#[test]
+fn one_hanging_downstream_among_a_thousand_delays_none_of_the_others() {
+    const FLEET: usize = 1000;
+    let healthy = FakeFluxd::start(Behaviour::Receiver(TOKEN));
+    let hanging = FakeFluxd::start(Behaviour::Hang);
+    let mut yaml = String::from("fluxRecvVersion: 1\nnotify:\n");
+    for i in 0..FLEET {
+        // The hanging one sits in the middle, so calls are queued both before and after it.
+        let at = if i == FLEET / 2 {
+            hanging.addr
+        } else {
+            healthy.addr
+        };
+        yaml += &format!(
+            "- name: cluster-{i}\n  fluxReceiver: http://{at}/hook/{i:064x}\n  keyPath: v2.token\n"
+        );
+    }
+    yaml += "endpoints:\n- source: GitLab\n  keyPath: gl.key\n";
+    let config = write_yaml(
+        &temp_dir("fleet"),
+        &yaml,
+        &[("gl.key", GL_KEY), ("v2.token", TOKEN)],
+    );
+    // Under the test client's 10 s wait for the reply, which comes once the hanging call ends.
+    let timeout = Duration::from_secs(4);
+    let server = Proc::start(&[
+        "--config",
+        &config.display().to_string(),
+        "--notify-timeout",
+        &timeout.as_secs().to_string(),
+    ]);
+
+    let sent = Instant::now();
+    let pusher = {
+        let addr = server.addr;
+        thread::spawn(move || {
+            let body = gitlab_body("fleet");
+            let sample = Source::GitLab.sample(GL_KEY, body.as_bytes());
+            let headers: Vec<(&str, &str)> = sample
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            post(addr, &route_of(GL_KEY, ""), &headers, body.as_bytes())
+        })
+    };
+    wait_until("every healthy receiver", timeout, || {
+        healthy.requests().len() >= FLEET - 1
+    });
+    let arrived = sent.elapsed();
+    let reply = pusher.join().unwrap();
+    println!(
+        "{} healthy receivers beside a hanging one all had the push {:.0} ms after it was sent",
+        FLEET - 1,
+        arrived.as_secs_f64() * 1000.0
+    );
+    // Every healthy receiver had it long before the hanging call's deadline, each once and
+    // verified (the fake answers 400 to a bad signature, which would have been a 502).
+    assert!(arrived < timeout / 2, "{arrived:?}");
+    let requests = healthy.requests();
+    assert_eq!(requests.len(), FLEET - 1);
+    let paths: std::collections::HashSet<_> = requests.iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths.len(), FLEET - 1, "one call per receiver");
+    assert!(
+        hanging.connections() >= 1,
+        "the hanging receiver was called"
+    );
+    assert_eq!(reply.status, 202, "the hanging part is queued: {reply:?}");
+}

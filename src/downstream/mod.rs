@@ -6,6 +6,7 @@
 //! The JSON a downstream receives is the change's wire format (`change.rs`), for both kinds: a
 //! Receiver's CEL `resourceFilter` reads it as `req.Kind`, `req.Source.URL`, ….
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ureq::http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
@@ -27,10 +28,16 @@ const MAX_REPLY_BYTES: u64 = 64 * 1024;
 /// restarting). Doubles up to [`RETRY_MAX`], within the call's deadline.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_millis(500);
-/// Idle connections kept per downstream: one per call that can run at once (handler threads and
-/// redelivery), so a busy pool reuses them instead of reconnecting. ureq's default of 3 made a
-/// 4-thread pool close and reopen a fluxd connection on most rounds of concurrent calls.
-const IDLE_CONNECTIONS: usize = 64;
+/// Idle connections kept, for all downstreams together and per host: at least one per call that
+/// can run at once at the default `--threads` (4 handlers and 4 callers), so a busy pool reuses
+/// them instead of reconnecting (ureq's default of 3 made a 4-thread pool close and reopen a
+/// fluxd connection on most rounds of concurrent calls). One pool for all downstreams, not one
+/// each: with one each, a fleet of 1,000 Receivers kept 1,000 connections and their buffers (45
+/// MiB of RSS after a few seconds of pushes). Not more: ureq's pool recounts its connections per
+/// host on every check-in, in time that grows with the square of the idle connections; at 64,
+/// one push to 1,000 Receivers at distinct hosts spent 55 % of its CPU there and took 437 ms
+/// (`bench/fleet.py`), at 16 it takes 112 ms.
+const IDLE_CONNECTIONS: usize = 16;
 /// Buffer for a downstream's reply head and for the request we write, per pooled connection.
 /// fluxd's and a Receiver's replies have heads of a few hundred bytes; ureq's default, 128 KiB
 /// each way, is zeroed per new connection and is 256 KiB of RSS per idle connection.
@@ -103,7 +110,6 @@ pub struct Downstream {
     pub name: String,
     pub kind: Kind,
     pub filter: Filter,
-    agent: ureq::Agent,
     /// Where each call goes, parsed once (a URL that does not parse is ureq's error per call).
     url: Result<ureq::http::Uri, String>,
 }
@@ -205,8 +211,10 @@ pub enum OnConnectionRefused {
     GiveUp,
 }
 
-impl Downstream {
-    pub fn new(name: impl Into<String>, kind: Kind, filter: Filter) -> Downstream {
+/// The agent every downstream call goes through: one connection pool (see [`IDLE_CONNECTIONS`]).
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
         let config = ureq::Agent::config_builder()
             // A cluster's HTTP_PROXY must not capture traffic to a local fluxd.
             .proxy(None)
@@ -219,11 +227,16 @@ impl Downstream {
             .http_status_as_error(false)
             .user_agent(concat!("flux-recv/", env!("CARGO_PKG_VERSION")))
             .build();
-        let agent = ureq::Agent::with_parts(
+        ureq::Agent::with_parts(
             config,
             ureq::unversioned::transport::DefaultConnector::new(),
             resolve::LiteralFirst::default(),
-        );
+        )
+    })
+}
+
+impl Downstream {
+    pub fn new(name: impl Into<String>, kind: Kind, filter: Filter) -> Downstream {
         let url = match &kind {
             Kind::Fluxd { api } => format!("{api}/v11/notify"),
             Kind::Receiver { url, .. } => url.clone(),
@@ -233,7 +246,6 @@ impl Downstream {
             url: url.parse().map_err(|_| url),
             kind,
             filter,
-            agent,
         }
     }
 
@@ -276,8 +288,8 @@ impl Downstream {
         }
         let body = change.to_json();
         let request = match self.url.clone() {
-            Ok(uri) => self.agent.post(uri),
-            Err(url) => self.agent.post(url),
+            Ok(uri) => agent().post(uri),
+            Err(url) => agent().post(url),
         };
         let request = match &self.kind {
             Kind::Fluxd { .. } => {
