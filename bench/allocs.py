@@ -5,7 +5,7 @@ connection to the nginx fluxd stand-in, less a run that sends none (start-up and
 Then the floor under it: the notify call alone (`examples/notify_floor.rs`, glibc build), per
 call, from the difference between a 1 s and a 3 s run.
 
-    cargo build --release --bins --example notify_floor
+    bench/run (or: cargo build --release --bins --example notify_floor)
     python3 bench/allocs.py [BINARY] [PUSHES]      (default: target/release/flux-recv, 300)
 """
 import os
