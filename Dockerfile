@@ -11,8 +11,7 @@ ARG BINARY=target/x86_64-unknown-linux-musl/release/flux-recv
 ARG VERSION=0.1.0
 
 LABEL org.opencontainers.image.title="flux-recv" \
-      org.opencontainers.image.description="Webhook receiver that turns git and image pushes into Flux daemon notifications" \
-      org.opencontainers.image.source="https://github.com/fluxcd/flux-recv" \
+      org.opencontainers.image.description="Webhook receiver that turns git and image pushes into Flux notifications" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 

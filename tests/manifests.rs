@@ -428,8 +428,10 @@ fn the_systemd_example_is_whole_for_its_one_endpoint_config() {
         .collect();
     let config = yaml("systemd/fluxrecv.yaml");
     let mut needed = vec!["fluxrecv.yaml".to_owned()];
-    for endpoint in s(&config, &["endpoints"]).as_sequence().unwrap() {
-        needed.push(string(endpoint, &["keyPath"]));
+    for section in ["endpoints", "notify"] {
+        for entry in s(&config, &[section]).as_sequence().into_iter().flatten() {
+            needed.push(string(entry, &["keyPath"]));
+        }
     }
     let mut credentials: Vec<String> = credentials.into_iter().map(str::to_owned).collect();
     credentials.sort();
@@ -446,13 +448,17 @@ fn the_systemd_example_is_whole_for_its_one_endpoint_config() {
     // /metrics stays on loopback.
     let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     assert!(exec.contains("--listen-metrics=127.0.0.1:"), "{exec}");
-    // The config loads once its key exists.
+    // The config loads once its key exists (the Receiver's token is the sample beside it).
     let dir = common::temp_dir("systemd-example");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("example/systemd/fluxrecv.yaml"),
-        dir.join("fluxrecv.yaml"),
-    )
-    .unwrap();
+    for file in ["fluxrecv.yaml", "cluster-a.token"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("example/systemd")
+                .join(file),
+            dir.join(file),
+        )
+        .unwrap();
+    }
     std::fs::write(
         dir.join("github.key"),
         b"a-random-key-for-this-test-0123456789",
@@ -820,7 +826,7 @@ fn example_receiver_paths_are_computed_from_their_tokens() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3, "receiver downstreams in the example configs");
+    assert_eq!(checked, 4, "receiver downstreams in the example configs");
 }
 
 /// The Receivers of example/flux-v2/clusters: the name and namespace flux-recv's comments name,
