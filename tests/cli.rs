@@ -4,6 +4,8 @@ mod common;
 
 use std::process::{Command, Output};
 
+use common::webhook_path;
+
 fn flux_recv(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flux-recv"))
         .args(args)
@@ -140,16 +142,6 @@ fn check_warns_about_the_shipped_sample_keys() {
         .filter(|l| l.trim_start().starts_with("keyPath:"))
         .count();
     assert_eq!(warnings.len(), keys, "{warnings:#?}");
-}
-
-/// notification-controller's webhook path, computed here with sha2 directly.
-fn webhook_path(token: &[u8], name: &str, namespace: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut digest = Sha256::new();
-    digest.update(token);
-    digest.update(name.as_bytes());
-    digest.update(namespace.as_bytes());
-    format!("/hook/{}", hex::encode(digest.finalize()))
 }
 
 #[test]

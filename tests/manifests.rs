@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 
+use common::webhook_path;
 use serde_yaml_ng::Value;
 
 fn example(path: &str) -> String {
@@ -29,6 +30,21 @@ fn s<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
         Ok(i) => &v[i],
         Err(_) => &v[*k],
     })
+}
+
+/// An example folder's `fluxrecv.yaml`, loaded, and the files it names with itself, sorted.
+fn config_and_files(root: &Path) -> (flux_recv::config::Loaded, Vec<String>) {
+    let loaded = flux_recv::config::load(&root.join("fluxrecv.yaml")).expect("the config loads");
+    let mut named: Vec<String> = vec!["fluxrecv.yaml".into()];
+    named.extend(
+        loaded
+            .config
+            .files()
+            .iter()
+            .map(|p| p.display().to_string()),
+    );
+    named.sort();
+    (loaded, named)
 }
 
 fn string(v: &Value, path: &[&str]) -> String {
@@ -498,17 +514,7 @@ fn the_registry_mirror_example_is_whole() {
         .map(|f| f.as_str().unwrap().to_owned())
         .collect();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("example/registry-mirror");
-    let loaded =
-        flux_recv::config::load(&root.join("fluxrecv.yaml")).expect("the mirror config loads");
-    let mut named: Vec<String> = vec!["fluxrecv.yaml".into()];
-    named.extend(
-        loaded
-            .config
-            .files()
-            .iter()
-            .map(|p| p.display().to_string()),
-    );
-    named.sort();
+    let (loaded, named) = config_and_files(&root);
     let mut secret = files.clone();
     secret.sort();
     assert_eq!(secret, named, "the Secret vs the files the config names");
@@ -735,16 +741,7 @@ fn the_flux_v2_workload_is_restricted_and_agrees_with_its_secret_service_and_ing
         .collect();
     files.sort();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("example/flux-v2");
-    let loaded = flux_recv::config::load(&root.join("fluxrecv.yaml")).expect("the config loads");
-    let mut named: Vec<String> = vec!["fluxrecv.yaml".into()];
-    named.extend(
-        loaded
-            .config
-            .files()
-            .iter()
-            .map(|p| p.display().to_string()),
-    );
-    named.sort();
+    let (loaded, named) = config_and_files(&root);
     assert_eq!(files, named, "the Secret vs the files the config names");
     // Two Flux v2 clusters.
     let kinds: Vec<&str> = loaded
@@ -754,16 +751,6 @@ fn the_flux_v2_workload_is_restricted_and_agrees_with_its_secret_service_and_ing
         .map(|d| d.kind.word())
         .collect();
     assert_eq!(kinds, ["receiver", "receiver"]);
-}
-
-/// notification-controller's webhook path, computed here with sha2 directly.
-fn webhook_path(token: &[u8], name: &str, namespace: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut digest = Sha256::new();
-    digest.update(token);
-    digest.update(name.as_bytes());
-    digest.update(namespace.as_bytes());
-    format!("/hook/{}", hex::encode(digest.finalize()))
 }
 
 /// Every `fluxReceiver` of every example config ends in the path of the Receiver its comment

@@ -882,3 +882,14 @@ pub fn tokeninfo_stand_in(request: &Recorded) -> Vec<u8> {
         _ => b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 55\r\n\r\n{\"error\":\"invalid_token\",\"error_description\":\"Invalid\"}".to_vec(),
     }
 }
+
+/// notification-controller's webhook path for a Receiver, computed here with sha2 directly:
+/// `/hook/` and the hex sha256 of its token, name and namespace.
+pub fn webhook_path(token: &[u8], name: &str, namespace: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(token);
+    digest.update(name.as_bytes());
+    digest.update(namespace.as_bytes());
+    format!("/hook/{}", hex::encode(digest.finalize()))
+}
