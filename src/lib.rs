@@ -13,8 +13,6 @@ pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod downstream;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod log;
 pub mod metrics;
 pub mod reload;

@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+#[path = "fuzz/harness.rs"]
+mod harness;
+
 fn replay(target: &str, run: fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fuzz/corpus")
@@ -24,38 +27,38 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 #[test]
 fn http_request_corpus() {
-    replay("http_request", flux_recv::fuzzing::http_request);
-    replay("http_request", flux_recv::fuzzing::http_request_long);
+    replay("http_request", harness::http_request);
+    replay("http_request", harness::http_request_long);
 }
 
 #[test]
 fn source_payload_corpus() {
-    replay("source_payload", flux_recv::fuzzing::source_payload);
+    replay("source_payload", harness::source_payload);
 }
 
 #[test]
 fn image_ref_corpus() {
-    replay("image_ref", flux_recv::fuzzing::image_ref);
+    replay("image_ref", harness::image_ref);
 }
 
 #[test]
 fn signature_header_corpus() {
-    replay("signature_header", flux_recv::fuzzing::signature_header);
+    replay("signature_header", harness::signature_header);
 }
 
 #[test]
 fn standard_webhooks_corpus() {
-    replay("standard_webhooks", flux_recv::fuzzing::standard_webhooks);
+    replay("standard_webhooks", harness::standard_webhooks);
 }
 
 #[test]
 fn generic_changes_corpus() {
-    replay("generic_changes", flux_recv::fuzzing::generic_changes);
+    replay("generic_changes", harness::generic_changes);
 }
 
 #[test]
 fn config_yaml_corpus() {
-    replay("config_yaml", flux_recv::fuzzing::config_yaml);
+    replay("config_yaml", harness::config_yaml);
 }
 
 /// One replay per provider payload target (`tests/fuzz/fuzz_targets/payload_*.rs`).
@@ -65,7 +68,7 @@ macro_rules! payload_corpus {
             #[test]
             fn $test() {
                 replay($target, |data| {
-                    flux_recv::fuzzing::payload_of(flux_recv::sources::Source::$source, data)
+                    harness::payload_of(flux_recv::sources::Source::$source, data)
                 });
             }
         )+

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| flux_recv::fuzzing::config_yaml(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| flux_recv_fuzz::config_yaml(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| flux_recv::fuzzing::http_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| flux_recv_fuzz::http_request(data));

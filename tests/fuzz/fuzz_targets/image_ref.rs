@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| flux_recv::fuzzing::image_ref(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| flux_recv_fuzz::image_ref(data));

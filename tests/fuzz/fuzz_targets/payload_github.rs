@@ -1,5 +1,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    flux_recv::fuzzing::payload_of(flux_recv::sources::Source::GitHub, data)
+    flux_recv_fuzz::payload_of(flux_recv::sources::Source::GitHub, data)
 });

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| flux_recv::fuzzing::standard_webhooks(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| flux_recv_fuzz::standard_webhooks(data));

@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::change::{Change, ImageName};
-use crate::config;
-use crate::server::{frame_request, Refusal};
-use crate::signature::{self, Algorithm, Key, StandardHeaders};
-use crate::sources::{generic, Outcome, Rejection, Settings, Source};
-use crate::sources::{MAX_CHANGES, MAX_NAME_BYTES};
+use flux_recv::change::{Change, ImageName};
+use flux_recv::config;
+use flux_recv::server::{frame_request, Refusal};
+use flux_recv::signature::{self, Algorithm, Key, StandardHeaders};
+use flux_recv::sources::{generic, Outcome, Rejection, Settings, Source};
+use flux_recv::sources::{MAX_CHANGES, MAX_NAME_BYTES};
 
 const FUZZ_KEY: &[u8] = b"fuzz-key-0123456789abcdef";
 const FUZZ_MAX_BODY: u64 = 64 * 1024;
@@ -35,7 +35,7 @@ pub fn http_request_long(data: &[u8]) {
     match frame_request(bytes, usize::from(step % 64) + 1, FUZZ_MAX_BODY) {
         Ok(framed) => {
             assert!(framed.body.len() as u64 <= FUZZ_MAX_BODY);
-            assert!(framed.headers.len() <= crate::server::MAX_HEADERS);
+            assert!(framed.headers.len() <= flux_recv::server::MAX_HEADERS);
             // Framing does not depend on how the bytes were split into reads.
             let whole = frame_request(bytes, bytes.len().max(1), FUZZ_MAX_BODY);
             assert_eq!(whole.as_ref().ok(), Some(&framed));
