@@ -462,13 +462,14 @@ def main():
     row("signed push 7KB, ignored event (verified, not sent), c=16",
         f"{ignored['rps']:,.0f} req/s, {ignored['cpu_us']:.0f} us CPU per request ({ignored_x:.1f}x the forwarder's)",
         "<= 2x the forwarder's CPU " + ("ok" if ignored_x <= 2 else "MISSED"))
-    notified_x = notified["cpu_us"] / fwd["cpu_us"]
+    # 3x the forwarder's CPU, unless the floor alone makes that impossible: then the floor plus
+    # the forwarder's CPU.
+    goal_us = max(3 * fwd["cpu_us"], floor_us + fwd["cpu_us"])
     row("signed push 7KB, notified, c=16",
         f"{notified['rps']:,.0f} req/s ({100 * notified['rps'] / fwd['rps']:.0f}% of the forwarder's), "
-        f"{notified['cpu_us']:.0f} us CPU per push ({notified_x:.1f}x the forwarder's)",
-        (f"<= 3x the forwarder's CPU " + ("ok" if notified_x <= 3 else "MISSED")) if floor_us + fwd["cpu_us"] <= 3 * fwd["cpu_us"]
-        else (f"<= the floor + the forwarder's CPU, {floor_us + fwd['cpu_us']:.0f} us (3x is under the floor) "
-              + ("ok" if notified["cpu_us"] <= floor_us + fwd["cpu_us"] else "MISSED")))
+        f"{notified['cpu_us']:.0f} us CPU per push ({notified['cpu_us'] / fwd['cpu_us']:.1f}x the forwarder's)",
+        f"<= max(3x the forwarder's, the floor + the forwarder's) = {goal_us:.0f} us "
+        + ("ok" if notified["cpu_us"] <= goal_us else "MISSED"))
     drip_body = open(path, "rb").read()[:2048]
     ours = drip(port, route, drip_body, [recv.pid])
     theirs = drip(forwarder.port, "/", drip_body, forwarder.pids())
