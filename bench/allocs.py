@@ -50,10 +50,7 @@ def blocks(binary, api, pushes, body, sig):
                             stderr=subprocess.PIPE, text=True)
     if not bench.wait_health(port, limit=60):
         raise SystemExit(f"{binary} did not start under valgrind")
-    route = "/hook/" + bench.hashlib.sha256(bench.KEY).hexdigest()
-    head = (f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"X-GitHub-Event: push\r\nX-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958\r\n"
-            f"X-Hub-Signature-256: {sig}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = bench.push_head(sig, len(body), "X-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958")
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         for _ in range(pushes):
             s.sendall(head + body)

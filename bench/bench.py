@@ -28,6 +28,7 @@ FLOOR = os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/examples/no
 KEY = b"bench-key-0123456789abcdef-0123456789"
 SECONDS = max(1, int(float(os.environ.get("BENCH_SECONDS", "4"))))  # wrk takes whole seconds
 WORK = tempfile.mkdtemp(prefix="flux-recv-bench-")
+ROUTE = "/hook/" + hashlib.sha256(KEY).hexdigest()  # the GitHub endpoint's, keyed with KEY
 
 
 def free_port():
@@ -92,6 +93,14 @@ def bodies():
             f.write(body)
         out[name] = (path, len(body), "sha256=" + hmac.new(KEY, body, hashlib.sha256).hexdigest())
     return out
+
+
+def push_head(sig, length, *extra):
+    """The head of a signed GitHub push to ROUTE, with these extra header lines."""
+    lines = [f"POST {ROUTE} HTTP/1.1", "Host: x", "Content-Type: application/json",
+             "X-GitHub-Event: push", f"X-Hub-Signature-256: {sig}", *extra,
+             f"Content-Length: {length}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def start_nginx(name, port, http):
@@ -238,8 +247,7 @@ def start_recv(binary, api, extra=(), tls=None):
                             stderr=subprocess.DEVNULL)
     if not wait_health(port, tls=bool(tls)):
         raise SystemExit(f"{binary} did not start")
-    route = "/hook/" + hashlib.sha256(KEY).hexdigest()
-    return proc, port, route
+    return proc, port, ROUTE
 
 
 def cpu_seconds(*pids):

@@ -62,11 +62,9 @@ def config_for(n, port, many_hosts):
     return config
 
 
-def post(port, route, body, sig):
+def post(port, body, sig):
     """One signed push on a new connection: (status, seconds to the reply)."""
-    head = (f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"X-GitHub-Event: push\r\nX-Hub-Signature-256: {sig}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    head = bench.push_head(sig, len(body), "Connection: close")
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         started = time.monotonic()
         s.sendall(head + body)
@@ -106,14 +104,13 @@ def measure(binary, n, many_hosts, receivers_port, log, posts):
             raise SystemExit(f"{binary} did not start with {n} downstreams")
         time.sleep(1)
         idle_threads, idle_rss = threads(proc.pid), mib(proc.pid)
-        route = "/hook/" + hashlib.sha256(bench.KEY).hexdigest()
         path, _, sig = posts["7KB"]
         with open(path, "rb") as f:
             body = f.read()
         times = []
         for _ in range(PUSH_RUNS):
             before = lines(log)
-            status, took = post(port, route, body, sig)
+            status, took = post(port, body, sig)
             # nginx logs a request just after answering it.
             deadline = time.monotonic() + 1
             while lines(log) - before < n and time.monotonic() < deadline:
@@ -123,7 +120,7 @@ def measure(binary, n, many_hosts, receivers_port, log, posts):
                 raise SystemExit(f"N={n}: push answered {status}, {reached} of {n} reached")
             times.append(took * 1000)
             time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}{route}"
+        url = f"http://127.0.0.1:{port}{bench.ROUTE}"
         loaded = {}
         load = threading.Thread(target=lambda: loaded.update(bench.load(url, 4, path, sig, seconds=5)))
         load.start()

@@ -689,24 +689,13 @@ fn one_hanging_downstream_among_a_thousand_delays_none_of_the_others() {
     ]);
 
     let sent = Instant::now();
-    let pusher = {
-        let addr = server.addr;
-        thread::spawn(move || {
-            let body = gitlab_body("fleet");
-            let sample = Source::GitLab.sample(GL_KEY, body.as_bytes());
-            let headers: Vec<(&str, &str)> = sample
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            post(addr, &route_of(GL_KEY, ""), &headers, body.as_bytes())
-        })
-    };
-    wait_until("every healthy receiver", timeout, || {
-        healthy.requests().len() >= FLEET - 1
+    let (arrived, reply) = thread::scope(|scope| {
+        let pusher = scope.spawn(|| push(&server, Source::GitLab, GL_KEY, &gitlab_body("fleet")));
+        wait_until("every healthy receiver", timeout, || {
+            healthy.requests().len() >= FLEET - 1
+        });
+        (sent.elapsed(), pusher.join().unwrap())
     });
-    let arrived = sent.elapsed();
-    let reply = pusher.join().unwrap();
     println!(
         "{} healthy receivers beside a hanging one all had the push {:.0} ms after it was sent",
         FLEET - 1,
